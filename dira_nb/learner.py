@@ -182,7 +182,7 @@ class Learner:
                 d = getattr(self.method, 'discriminator_loss', lambda b, p: None)(self.batch, self.pred)
                 if d is not None:
                     self._check_finite(d)
-                    self.opts['D'].zero_grad(); d['loss_d'].backward(); self.opts['D'].step()
+                    self.opts['D'].zero_grad(); d['loss_d'].backward(); self('after_backward_d'); self.opts['D'].step()
                     self.losses.update(d)
             if hasattr(self.method, 'after_update'): self.method.after_update(self.batch, self.pred)
             self.train_iter += 1

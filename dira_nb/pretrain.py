@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 from .core import get_device, seed_everything, limit_threads, IN_TEST
 from .data.io import ImageDataset, split_indices
 from .data.phantom import samples_dir
-from .data.views import DiRAViews, ViewDataset
+from .data.views import ViewDataset
 from .methods.core import METHODS, method_config, create_method
 import dira_nb.methods.dira  # registers DiRA and its ablations
 from .learner import Learner
@@ -93,9 +93,10 @@ class PretrainConfig:
     def stages(self) -> list:
         "The (stage name, registry name, epochs, batch size, overrides) list this run executes."
         cfg = method_config(self.method, **self._method_options())
-        if cfg.adversarial and self.epochs_dir > 0:
-            return [("dir", self.method, self.epochs_dir, self.batch_size, dict(adversarial=False, stage="dir")),
-                    ("dira", self.method, self.epochs_dira, self.batch_size_dira or self.batch_size, {})]
+        warm = METHODS[self.method][0].warmup_stage(cfg)
+        if warm is not None and self.epochs_dir > 0:
+            return [(warm["stage"], self.method, self.epochs_dir, self.batch_size, warm),
+                    (cfg.stage, self.method, self.epochs_dira, self.batch_size_dira or self.batch_size, {})]
         n = self.epochs if self.epochs is not None else self.epochs_dir + self.epochs_dira
         return [(cfg.stage, self.method, n, self.batch_size, {})]
 
@@ -112,9 +113,8 @@ class PretrainConfig:
         return cls(**d)
 
 # %% ../nbs/45_pretrain.ipynb #c014
-def _loaders(train, valid, size, mode, batch_size, seed, num_workers, faithful_flip_quirk):
-    "Training and validation loaders of DiRA views."
-    views = DiRAViews(size=size, mode=mode, faithful_flip_quirk=faithful_flip_quirk)
+def _loaders(train, valid, views, batch_size, seed, num_workers):
+    "Training and validation loaders of a method's views."
     g = torch.Generator().manual_seed(seed)
     bs = min(batch_size, len(train))
     if bs < 2: raise ValueError(f"need at least 2 training images for a batch, got {len(train)}")
@@ -143,16 +143,17 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
     summary = dict(device=str(device), n_train=len(train), n_valid=len(valid) if valid is not None else 0, stages=[])
     method, histories, t_all = None, {}, time.time()
     for stage, name, epochs, bs, overrides in cfg.stages():
-        opts = {**cfg._method_options(), "moco_k": moco_k, **overrides}
         cls = METHODS[name][0]
+        opts = {**cfg._method_options(), **overrides}
+        if "moco_k" in {f.name for f in fields(cls.config_class)}: opts.setdefault("moco_k", moco_k)
         new = cls(method_config(name, **opts))
         if method is not None: new.start_from(method)
         method = new
-        mode = "di" if not method.config.restorative else "dira"
-        train_dl, valid_dl = _loaders(train, valid, cfg.image_size, mode, bs, cfg.seed, cfg.num_workers, cfg.faithful_flip_quirk)
+        views = method.views(cfg.image_size, faithful_flip_quirk=cfg.faithful_flip_quirk)
+        train_dl, valid_dl = _loaders(train, valid, views, bs, cfg.seed, cfg.num_workers)
         sdir = out / stage
         stage_cbs = [CosineLR(), CSVLogger(sdir / "history.csv"), SaveCheckpoint(sdir)]
-        if cfg.snapshots and method.config.restorative: stage_cbs.append(ReconstructionSnapshots(sdir, n=cfg.snapshots))
+        if cfg.snapshots and getattr(method.config, 'restorative', False): stage_cbs.append(ReconstructionSnapshots(sdir, n=cfg.snapshots))
         if not quiet: stage_cbs.append(ProgressBar())
         learn = Learner(method, train_dl, valid_dl, cbs=stage_cbs + list(cbs or []), device=device, quiet=quiet)
         learn.stage = stage

@@ -13,7 +13,7 @@ __all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitE
 
 # %% ../../nbs/30_callback.core.ipynb #c006
 EVENTS = ('before_fit', 'before_epoch', 'before_train', 'before_batch', 'after_pred', 'after_loss', 'after_backward',
-          'after_step', 'after_batch', 'after_train', 'before_validate', 'after_validate', 'after_epoch', 'after_fit')
+          'after_step', 'after_backward_d', 'after_batch', 'after_train', 'before_validate', 'after_validate', 'after_epoch', 'after_fit')
 
 # %% ../../nbs/30_callback.core.ipynb #c009
 class CancelBatchException(Exception):

@@ -34,6 +34,31 @@ class Method(nn.Module):
     def after_update(self, batch: dict, pred: dict) -> None: return None
     def validation_step(self, batch: dict) -> dict: raise NotImplementedError
 
+    # --- data and stages ------------------------------------------------------------------------------------
+    fresh_prefixes: tuple = ("discriminator.",)   # parameters a later stage re-initialises instead of inheriting
+
+    def views(self, image_size: int, # training crop size
+              **options) -> callable:
+        "The transform turning one `1×H×W` image into a training sample dict (the keys `forward_train` reads)."
+        raise NotImplementedError(f"{type(self).__name__} does not define its training views")
+
+    @classmethod
+    def warmup_stage(cls, config) -> dict | None:
+        "Config overrides (with a `stage` name) of a warm-up stage run before the main one; None for one stage."
+        return None
+
+    def start_from(self, previous: nn.Module | dict, # the previous stage's method or its `state_dict`
+                  ) -> "Method":
+        "Inherit every weight of `previous` except those under `fresh_prefixes`; anything else missing is an error."
+        state = previous.state_dict() if isinstance(previous, nn.Module) else previous
+        fresh = lambda k: k.startswith(tuple(self.fresh_prefixes))
+        missing, unexpected = self.load_state_dict({k: v for k, v in state.items() if not fresh(k)}, strict=False)
+        missing = [k for k in missing if not fresh(k)]
+        if missing or unexpected:
+            raise RuntimeError(f"cannot start {getattr(self.config, 'stage', self.name)} from the previous stage: "
+                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return self
+
     # --- shared services ------------------------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

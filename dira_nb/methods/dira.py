@@ -16,11 +16,12 @@ from ..models.encoders import create_encoder
 from ..models.unet import UNet
 from ..models.discriminator import PatchDiscriminator
 from ..models.heads import MoCoHead, BarlowTwinsProjector, SimSiamProjector, SimSiamPredictor
+from ..data.views import DiRAViews
 from ..losses import (info_nce_loss, MoCoQueue, momentum_update, barlow_twins_loss, simsiam_loss,
                             restoration_loss, lsgan_generator_loss, lsgan_discriminator_loss)
 
 # %% auto #0
-__all__ = ['DISCRIMINATIVE', 'DiRAConfig', 'DiRA', 'start_from']
+__all__ = ['DISCRIMINATIVE', 'DiRAConfig', 'DiRA']
 
 # %% ../../nbs/41_methods.dira.ipynb #c006
 DISCRIMINATIVE = ("moco", "barlow", "simsiam", None)
@@ -222,18 +223,17 @@ DiRA.configure_optimizers, DiRA.after_update, DiRA.validation_step = _configure_
 DiRA.reconstruct, DiRA.checkpoint_parts = _reconstruct, _checkpoint_parts
 
 # %% ../../nbs/41_methods.dira.ipynb #c017
-def start_from(self: DiRA, previous: DiRA | dict, # a stage-1 model or its `state_dict`
-              ) -> DiRA:
-    "Load all weights of `previous` except the discriminator, which stays fresh; returns self."
-    state = previous.state_dict() if isinstance(previous, nn.Module) else previous
-    state = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
-    missing, unexpected = self.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("discriminator.")]
-    if missing or unexpected:
-        raise RuntimeError(f"cannot start {self.config.stage} from the previous stage: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return self
+def _views(self: DiRA, image_size: int, # training crop size
+           faithful_flip_quirk: bool = False, # reproduce the original code's un-flipped restoration target
+           **options) -> DiRAViews:
+    "DiRA's paired views: two augmented crops, the first distorted for restoration (not for the `di` variant)."
+    return DiRAViews(size=image_size, mode="dira" if self.config.restorative else "di", faithful_flip_quirk=faithful_flip_quirk)
 
-DiRA.start_from = start_from
+def _warmup_stage(cls, config: DiRAConfig) -> dict | None:
+    "Stage 1 of a model with a discriminator: the same model without it (`dir`)."
+    return dict(adversarial=False, stage="dir") if config.adversarial else None
+
+DiRA.views, DiRA.warmup_stage = _views, classmethod(_warmup_stage)
 
 # %% ../../nbs/41_methods.dira.ipynb #c018
 register_method("dira", DiRA)
