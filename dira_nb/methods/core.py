@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/methods.core.html.md"""
 
 # %% ../../nbs/40_methods.core.ipynb #c003
 from __future__ import annotations
-import fnmatch
+import fnmatch, importlib, pkgutil
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 import torch
@@ -14,7 +14,7 @@ from torch import nn
 from ..checkpoint import save_checkpoint as _save_ckpt, load_checkpoint
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'register_method', 'list_methods', 'method_config', 'create_method']
+__all__ = ['METHODS', 'Method', 'register_method', 'load_builtin_methods', 'list_methods', 'method_config', 'create_method']
 
 # %% ../../nbs/40_methods.core.ipynb #c005
 class Method(nn.Module):
@@ -114,15 +114,28 @@ def register_method(name: str, # registry name, e.g. "dira"
     if not (isinstance(cls, type) and issubclass(cls, Method)): raise TypeError(f"{cls} is not a Method subclass")
     METHODS[name] = (cls, defaults)
 
+_BUILTINS_LOADED = False
+
+def load_builtin_methods() -> None:
+    "Import every module of `dira_nb.methods` once, so the built-in methods (DiRA, LD, ACE, ...) are registered."
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED: return
+    _BUILTINS_LOADED = True
+    import dira_nb.methods as pkg
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"): importlib.import_module(f"dira_nb.methods.{info.name}")
+
 def list_methods(pattern: str = "*", # a glob, e.g. "dira*"
                 ) -> list[str]:
     "Names of registered methods matching `pattern`, sorted."
+    load_builtin_methods()
     return sorted(n for n in METHODS if fnmatch.fnmatch(n, pattern))
 
 def method_config(name: str, **overrides):
     "The config dataclass instance `create_method(name, **overrides)` would use."
+    if name not in METHODS: load_builtin_methods()
     if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; registered: {', '.join(list_methods()) or 'none (import dira_nb.methods)'}")
+        raise KeyError(f"unknown method {name!r}; registered: {', '.join(list_methods()) or 'none'}")
     cls, defaults = METHODS[name]
     valid = {f.name for f in fields(cls.config_class)}
     bad = sorted(set(overrides) - valid)
