@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/models.encoders.html.md"""
 
 # %% ../../nbs/10_models.encoders.ipynb #c003
 from __future__ import annotations
-import fnmatch, math
+import fnmatch, importlib, math, pkgutil
 from functools import partial
 import torch
 from torch import nn
@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from ..tvcompat import torchvision
 
 # %% auto #0
-__all__ = ['ENCODERS', 'adapt_input_conv', 'ResNetEncoder', 'register_encoder', 'list_encoders', 'create_encoder']
+__all__ = ['ENCODERS', 'adapt_input_conv', 'ResNetEncoder', 'register_encoder', 'load_builtin_encoders', 'list_encoders',
+           'create_encoder']
 
 # %% ../../nbs/10_models.encoders.ipynb #c006
 def adapt_input_conv(weight: torch.Tensor, # conv weight `out × in × k × k`
@@ -120,9 +121,21 @@ def register_encoder(name: str, # registry key
     ENCODERS[name] = builder
     return builder
 
+_BUILTINS_LOADED = False
+
+def load_builtin_encoders() -> None:
+    "Import every module of `dira_nb.models` once, so encoders defined there (e.g. LD's VGG, ACE's ViT) are registered."
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED: return
+    _BUILTINS_LOADED = True
+    import dira_nb.models as pkg
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"): importlib.import_module(f"dira_nb.models.{info.name}")
+
 def list_encoders(pattern: str | None = None, # shell-style filter such as 'resnet*' or '*50'; None lists all
                  ) -> list[str]:
     "Sorted names in the encoder registry, optionally filtered by a wildcard pattern."
+    load_builtin_encoders()
     names = sorted(ENCODERS)
     return names if pattern is None else [n for n in names if fnmatch.fnmatch(n, pattern)]
 
@@ -130,6 +143,7 @@ def create_encoder(name: str = "resnet18", # one of `list_encoders()`
                    in_chans: int = 1, # input channels
                   ) -> ResNetEncoder:
     "Build a randomly initialised encoder from the registry."
+    if name not in ENCODERS: load_builtin_encoders()
     if name not in ENCODERS:
         raise ValueError(f"create_encoder: unknown encoder {name!r}; available: {list_encoders()}")
     return ENCODERS[name](in_chans=in_chans)
