@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/checkpoint.html.md"""
 
 # %% ../nbs/34_checkpoint.ipynb #c003
 from __future__ import annotations
-import os, platform, tempfile, warnings
+import json, os, platform, tempfile, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -14,8 +14,10 @@ from .core import INTENSITY_CONVENTION
 from .tvcompat import torchvision
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'BACKBONE_FORMAT', 'package_versions', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
-           'export_backbone', 'LoadReport', 'load_backbone', 'convert_original_checkpoint']
+__all__ = ['CHECKPOINT_FORMAT', 'BACKBONE_FORMAT', 'TMP_SUFFIX', 'SAFETENSORS_EXTS', 'package_versions', 'CheckpointError',
+           'atomic_write', 'remove_stale_temp_files', 'safe_torch_load', 'save_checkpoint', 'load_checkpoint',
+           'rng_state', 'set_rng_state', 'export_backbone', 'LoadReport', 'read_safetensors', 'load_backbone',
+           'convert_original_checkpoint']
 
 # %% ../nbs/34_checkpoint.ipynb #c005
 CHECKPOINT_FORMAT = 1
@@ -38,24 +40,77 @@ def _plain(obj):
     if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0: return obj.item()
     return str(obj)
 
-# %% ../nbs/34_checkpoint.ipynb #c007
+# %% ../nbs/34_checkpoint.ipynb #c008
 class CheckpointError(RuntimeError):
-    "A checkpoint file is missing, unreadable, or not a `dira_nb` checkpoint."
+    "A checkpoint file is missing, unreadable, unsafe, or not a `dira_nb` checkpoint; the message names the file."
 
-def _atomic_save(obj, path: Path) -> Path:
-    "Write `obj` with `torch.save` to a temporary file beside `path`, then rename it into place."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+TMP_SUFFIX = ".tmp"
+
+def _fsync_dir(folder: Path) -> None:
+    "Make a rename in `folder` durable (best effort: not every OS/file system lets us open a folder)."
     try:
-        torch.save(obj, tmp)
+        fd = os.open(folder, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass
+
+def atomic_write(path: str | Path, # the final file
+                 write_fn, # function(file object) writing the content
+                ) -> Path:
+    "Write a file atomically: temporary file beside `path`, flush + fsync, then `os.replace` (never a truncated `path`)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        umask = os.umask(0); os.umask(umask)
+        try: os.fchmod(fd, 0o666 & ~umask)                 # mkstemp creates 0600; give the usual permissions
+        except (AttributeError, OSError): pass
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush(); os.fsync(f.fileno())
+        pause = float(os.environ.get("DIRA_NB_CKPT_PAUSE", 0) or 0)
+        if pause > 0 and os.environ.get("DIRA_NB_CKPT_PAUSE_ON", path.name) == path.name:                                    # test hook: kill me between the write and the rename
+            Path(tmp + ".paused").touch(); time.sleep(pause); Path(tmp + ".paused").unlink(missing_ok=True)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
 
-# %% ../nbs/34_checkpoint.ipynb #c008
+def _atomic_save(obj, path: Path) -> Path:
+    "Write `obj` with `torch.save` atomically to `path`."
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+def remove_stale_temp_files(folder: str | Path, # a run folder (searched recursively)
+                           ) -> list[Path]:
+    "Delete temporary files left by writes that were interrupted; returns what was removed."
+    folder = Path(folder)
+    if not folder.is_dir(): return []
+    stale = [p for p in folder.rglob(f".*{TMP_SUFFIX}*") if p.is_file() and (p.name.endswith(TMP_SUFFIX) or p.name.endswith(".paused"))]
+    for p in stale: p.unlink(missing_ok=True)
+    return stale
+
+# %% ../nbs/34_checkpoint.ipynb #c012
+def safe_torch_load(path: str | Path, # a file written by `torch.save`
+                    map_location: str | torch.device = "cpu", # where to put the tensors
+                    what: str = "checkpoint", # word used in error messages
+                   ):
+    "`torch.load(weights_only=True)` with clear `CheckpointError`s: missing, empty, truncated or unsafe files."
+    path = Path(path)
+    if not path.exists(): raise CheckpointError(f"{path}: no such {what} file")
+    if path.is_dir(): raise CheckpointError(f"{path}: is a folder, not a {what} file")
+    if path.stat().st_size == 0: raise CheckpointError(f"{path}: the {what} file is empty (an interrupted copy?)")
+    try: return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        msg = str(e)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "UnpicklingError" in type(e).__name__:
+            first = next((l.strip() for l in msg.splitlines() if "Unsupported" in l or "GLOBAL" in l), type(e).__name__)
+            raise CheckpointError(f"{path}: refused to load: the {what} contains Python objects other than tensors and "
+                                  f"plain data ({first}). It may be malicious or from another program; nothing in it "
+                                  "was executed. Only load it with weights_only=False if you fully trust its source.") from e
+        raise CheckpointError(f"{path}: not a readable {what} (truncated or corrupt? {type(e).__name__}: {e})") from e
+
+# %% ../nbs/34_checkpoint.ipynb #c013
 def save_checkpoint(path: str | Path, # where to write (parent folders are created)
                     backbone_state: dict, # encoder weights with clean torchvision keys
                     meta: dict, # method, stage, backbone, in_chans, image_size, ...
@@ -65,6 +120,7 @@ def save_checkpoint(path: str | Path, # where to write (parent folders are creat
                     head_state: dict | None = None, # projection head(s)
                     queue: torch.Tensor | None = None, # MoCo queue
                     optimizer_state: dict | None = None, # optimiser states by name, for resuming
+                    extra: dict | None = None, # further top-level entries (e.g. `training_state` for exact resuming)
                    ) -> Path:
     "Atomically write a self-describing `dira_nb` checkpoint and return its path."
     for k in ("method", "backbone", "in_chans"):
@@ -76,24 +132,46 @@ def save_checkpoint(path: str | Path, # where to write (parent folders are creat
     for k, v in dict(method_state=method_state, decoder_state=decoder_state, discriminator_state=discriminator_state,
                      head_state=head_state, queue=queue, optimizer_state=optimizer_state).items():
         if v is not None: obj[k] = v
+    for k, v in (extra or {}).items():
+        if k in obj: raise ValueError(f"save_checkpoint: extra entry {k!r} clashes with a standard entry")
+        obj[k] = v
     return _atomic_save(obj, Path(path))
 
-# %% ../nbs/34_checkpoint.ipynb #c010
+# %% ../nbs/34_checkpoint.ipynb #c015
 def load_checkpoint(path: str | Path, # a file written by `save_checkpoint`
                     map_location: str | torch.device = "cpu", # where to put the tensors
                    ) -> dict:
     "Load a `dira_nb` checkpoint safely (`weights_only=True`), with clear errors for anything else."
     path = Path(path)
-    if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0: raise CheckpointError(f"{path}: the file is empty (an interrupted copy?)")
-    try: obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e: raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    obj = safe_torch_load(path, map_location)
     if not isinstance(obj, dict) or "meta" not in obj or "backbone_state" not in obj:
         raise CheckpointError(f"{path}: not a dira_nb checkpoint (expected keys 'backbone_state' and 'meta'); "
                               "for checkpoints of the original DiRA code use `convert_original_checkpoint`")
     return obj
 
-# %% ../nbs/34_checkpoint.ipynb #c014
+# %% ../nbs/34_checkpoint.ipynb #c021
+def rng_state() -> dict:
+    "Python, NumPy, torch CPU (and CUDA, when available) random states, in a `weights_only`-loadable form."
+    import random, numpy as np
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st = dict(python=random.getstate(), numpy=dict(name=name, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                                                   has_gauss=int(has_gauss), cached=float(cached)),
+              torch=torch.get_rng_state())
+    if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+def set_rng_state(state: dict, # from `rng_state`
+                 ) -> None:
+    "Restore the random states captured by `rng_state` (CUDA states only when CUDA is available)."
+    import random, numpy as np
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+# %% ../nbs/34_checkpoint.ipynb #c025
 def _adapt_stem(state: dict, in_chans: int) -> dict:
     "Convert `conv1.weight` to `in_chans` input channels (split evenly when expanding, summed when reducing)."
     w = state["conv1.weight"]; c = w.shape[1]
@@ -104,19 +182,35 @@ def _adapt_stem(state: dict, in_chans: int) -> dict:
     else: raise ValueError(f"cannot convert a {c}-channel stem to {in_chans} channels")
     return state
 
+SAFETENSORS_EXTS = (".safetensors", ".st")
+
+def _save_safetensors(state: dict, meta: dict, path: Path) -> Path:
+    "Write a tensor dict with `meta` (JSON under `dira_nb_meta`, plus a few flat keys) as safetensors, atomically."
+    from safetensors.torch import save as st_save
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    md = {"dira_nb_meta": json.dumps(meta), "format": "dira_nb.backbone"}
+    for k in ("method", "stage", "backbone", "in_chans", "image_size"):
+        if meta.get(k) is not None: md[k] = str(meta[k])
+    md["intensity"] = json.dumps(meta.get("intensity", {})); md["versions"] = json.dumps(meta.get("versions", {}))
+    blob = st_save(tensors, metadata=md)
+    return atomic_write(path, lambda f: f.write(blob))
+
 def export_backbone(checkpoint: str | Path | dict, # a checkpoint path or a loaded checkpoint dict
-                    out_path: str | Path, # where to write the backbone file
+                    out_path: str | Path, # `*.safetensors` (recommended) or `*.pt` (legacy torch format)
                     in_chans: int | None = None, # channels of the exported stem (None keeps the pretrained ones)
                    ) -> Path:
-    "Write only the encoder, with clean torchvision keys and its meta, to `out_path`."
+    "Write only the encoder, with clean torchvision keys and its meta, to `out_path` (safetensors unless it ends in .pt/.pth)."
     ck = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     state = dict(ck["backbone_state"])
     meta = _plain(dict(ck["meta"])); meta["format"] = BACKBONE_FORMAT; meta["pretrained_in_chans"] = meta["in_chans"]
+    meta.pop("history", None)                                   # per-epoch logs belong to the run folder, not the weights
     if in_chans is not None:
         state = _adapt_stem(state, in_chans); meta["in_chans"] = in_chans
-    return _atomic_save(dict(state_dict=state, meta=meta), Path(out_path))
+    out_path = Path(out_path)
+    if out_path.suffix.lower() in (".pt", ".pth", ".bin"): return _atomic_save(dict(state_dict=state, meta=meta), out_path)
+    return _save_safetensors(state, meta, out_path)
 
-# %% ../nbs/34_checkpoint.ipynb #c017
+# %% ../nbs/34_checkpoint.ipynb #c028
 @dataclass
 class LoadReport:
     "What `load_backbone` loaded: missing and unexpected keys plus the checkpoint's meta."
@@ -130,16 +224,38 @@ class LoadReport:
                 f"unexpected={len(self.unexpected)} {self.unexpected[:4]}, backbone={self.meta.get('backbone')}, "
                 f"method={self.meta.get('method')}/{self.meta.get('stage')})")
 
+def _is_safetensors(path: Path) -> bool:
+    "True for a safetensors file: an 8-byte little-endian header length followed by a JSON object."
+    try:
+        with open(path, "rb") as f: head = f.read(9)
+    except OSError: return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000
+
+def read_safetensors(path: str | Path) -> tuple[dict, dict]:
+    "Tensors and `dira_nb` meta of a safetensors backbone file, with `CheckpointError`s naming the file."
+    from safetensors import safe_open
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e: raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    try: meta = json.loads(md["dira_nb_meta"]) if "dira_nb_meta" in md else {}
+    except ValueError as e: raise CheckpointError(f"{path}: corrupt dira_nb metadata in the safetensors header ({e})") from e
+    if isinstance(meta.get("intensity", {}).get("range"), list): meta["intensity"]["range"] = tuple(meta["intensity"]["range"])
+    return state, meta
+
 def _read_backbone_file(path: Path) -> tuple[dict, dict]:
-    "Read a backbone export or a full checkpoint; return (state_dict, meta)."
+    "Read a backbone export (safetensors or torch), a full checkpoint or a plain state_dict; return (state_dict, meta)."
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"{path}: no such backbone file")
-    try: obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise CheckpointError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
+    if path.suffix.lower() in SAFETENSORS_EXTS or _is_safetensors(path): return read_safetensors(path)
+    obj = safe_torch_load(path, "cpu", what="backbone")
     if isinstance(obj, dict) and "state_dict" in obj and "meta" in obj: return obj["state_dict"], obj["meta"]
     if isinstance(obj, dict) and "backbone_state" in obj: return obj["backbone_state"], obj.get("meta", {})
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return convert_original_checkpoint(obj), {}
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict): return convert_original_checkpoint(obj), {}
     raise CheckpointError(f"{path}: neither a dira_nb backbone/checkpoint nor a plain state_dict")
 
 def load_backbone(path: str | Path, # backbone export, full checkpoint, or a plain/original state_dict file
@@ -149,11 +265,18 @@ def load_backbone(path: str | Path, # backbone export, full checkpoint, or a pla
                   strict: bool = False, # raise when anything but `fc.*` is missing or anything is unexpected
                   normalisation: str | None = None, # the normalisation you will use downstream, e.g. "imagenet"
                  ) -> tuple[torch.nn.Module, LoadReport]:
-    "Load pretrained encoder weights into a torchvision ResNet and report missing/unexpected keys."
+    "Load pretrained encoder weights into a torchvision ResNet (or the package's own encoder for non-ResNet backbones) and report missing/unexpected keys."
     state, meta = _read_backbone_file(Path(path))
     if model is None:
         arch = meta.get("backbone")
         if arch is None: raise CheckpointError(f"{path}: meta does not name the backbone; pass `model=`")
+        if not str(arch).startswith("resnet"):            # LD's vgg_ld, ACE's ViTs: rebuild from the encoder registry
+            from dira_nb.models.encoders import create_encoder
+            model = create_encoder(arch, in_chans or int(meta.get("in_chans", 1)))
+            res = model.load_backbone_state_dict(state, strict=False)
+            report = LoadReport(list(res.missing_keys), list(res.unexpected_keys), dict(meta))
+            if strict and not report.ok: raise CheckpointError(f"{path}: {report}")
+            return model, report
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         c = in_chans or state["conv1.weight"].shape[1]
         conv = model.conv1
@@ -171,7 +294,7 @@ def load_backbone(path: str | Path, # backbone export, full checkpoint, or a pla
                       "match the pretraining intensity convention or expect a drop in transfer performance")
     return model, report
 
-# %% ../nbs/34_checkpoint.ipynb #c018
+# %% ../nbs/34_checkpoint.ipynb #c029
 _ORIGINAL_PREFIXES = ("module.", "encoder_q.", "backbone.", "encoder.")
 
 def convert_original_checkpoint(state: dict, # a state_dict from the original DiRA code (or any prefixed ResNet)

@@ -6,16 +6,17 @@ Docs: https://dira-nb.github.io/dira_nb/learner.html.md"""
 
 # %% ../nbs/31_learner.ipynb #c003
 from __future__ import annotations
-import time
+import itertools, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import torch
 import torch.nn as nn
 from .core import get_device
 from .callback.core import *
+from .checkpoint import rng_state, set_rng_state
 
 # %% auto #0
-__all__ = ['to_device', 'Learner', 'Recorder']
+__all__ = ['to_device', 'NonFiniteLossError', 'TrainingWarning', 'EpochSampler', 'SeededItems', 'Learner', 'Recorder']
 
 # %% ../nbs/31_learner.ipynb #c006
 def to_device(b, # a batch: tensor, dict or tuple of them, or anything else
@@ -53,6 +54,59 @@ def _frozen(params: list):
 # %% ../nbs/31_learner.ipynb #c012
 _REQUIRED = ('configure_optimizers', 'forward_train', 'generator_loss', 'validation_step')
 
+class NonFiniteLossError(FloatingPointError):
+    "A loss term became NaN or infinite; `.terms` names them and `.step` is the global step."
+    def __init__(self, msg, terms=(), step=None, epoch=None):
+        super().__init__(msg); self.terms, self.step, self.epoch = list(terms), step, epoch
+
+class TrainingWarning(UserWarning):
+    "Something in a training run needs attention (skipped steps, a collapsing discriminator, ...)."
+
+def _oom_error(e: BaseException, learn, where: str = 'training step') -> torch.OutOfMemoryError:
+    "An out-of-memory error whose message says where it happened and what to change."
+    bs = getattr(learn.train_dl, 'batch_size', None)
+    shape = None
+    x = learn.batch.get('x1') if isinstance(learn.batch, dict) else None
+    if isinstance(x, torch.Tensor): shape = tuple(x.shape)
+    return torch.OutOfMemoryError(
+        f"Out of memory on {learn.device} during the {where} at epoch {learn.epoch}, global step {learn.train_iter}"
+        f"{f' (batch size {bs}' if bs else ''}{f', input {shape})' if shape else (')' if bs else '')}. "
+        "Use a smaller batch size (e.g. half), a smaller image size or a smaller backbone, fewer data-loader workers, "
+        "or free the accelerator from other processes; resume from the last checkpoint afterwards. "
+        f"Original error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+class EpochSampler(torch.utils.data.Sampler):
+    "Shuffled order that depends only on (seed, epoch) and can start part-way, so a resumed epoch sees the same batches."
+    def __init__(self, n: int, # dataset length
+                 seed: int = 0, # base seed of the order
+                 shuffle: bool = True, # False: 0..n-1 every epoch
+                ):
+        self.n, self.seed, self.shuffle, self.epoch, self.start = int(n), int(seed), shuffle, 0, 0
+    def set_epoch(self, epoch: int, start: int = 0):
+        "Use the order of `epoch`, skipping its first `start` positions (batches already trained on)."
+        self.epoch, self.start = int(epoch), int(start)
+    def order(self, epoch: int) -> list:
+        "The full index order of `epoch`."
+        if not self.shuffle: return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+    def __iter__(self):
+        for i in self.order(self.epoch)[self.start:]: yield (self.epoch, i)
+    def __len__(self): return self.n
+
+class SeededItems(torch.utils.data.Dataset):
+    "Wraps a dataset so item `(epoch, i)` is built under its own seed: random augmentations no longer depend on what ran before."
+    def __init__(self, ds, # the dataset to wrap (e.g. a `ViewDataset`)
+                 seed: int = 0, # base seed
+                ):
+        self.ds, self.seed = ds, int(seed)
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, key):
+        epoch, i = key if isinstance(key, tuple) else (-1, key)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + (epoch + 1) * 7_919 + int(i) * 104_729) % (2**63 - 1))
+            return self.ds[int(i)]
+
 class Learner:
     "Train a Method-protocol object with optimisers 'G' (and optionally 'D'), calling callbacks at every event."
     def __init__(self, method: nn.Module, # an object implementing the Method protocol
@@ -63,7 +117,9 @@ class Learner:
                  lr: float | None = None, # if given, overrides the learning rate of every 'G' parameter group
                  epochs_for_schedule: int | None = None, # length E of schedules (default: n_epoch of each fit)
                  quiet: bool = False, # silence progress output
+                 on_nonfinite: str = 'stop', # a NaN/Inf loss: 'stop' (raise `NonFiniteLossError`) or 'skip' the step
                 ):
+        if on_nonfinite not in ('stop', 'skip'): raise ValueError(f"Learner: on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
         missing = [m for m in _REQUIRED if not callable(getattr(method, m, None))]
         if missing: raise TypeError(f"Learner: {type(method).__name__} does not implement the Method protocol; missing {missing}")
         self.method, self.train_dl, self.valid_dl = method, train_dl, valid_dl
@@ -71,6 +127,8 @@ class Learner:
         self.opts, self._d_params, self.history, self.cbs = None, [], [], []
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter = 0, 0, 0, None, 0
         self.batch, self.pred, self.losses, self.valid_losses, self.training = None, None, {}, {}, False
+        self.on_nonfinite, self.n_skipped, self.warnings, self.iter_done = on_nonfinite, 0, [], 0
+        self._start_iter, self._pending = 0, None
         self.add_cb(Recorder())
         for cb in (cbs or []): self.add_cb(cb)
 
@@ -136,6 +194,7 @@ class Learner:
             cbs: list | None = None, # extra callbacks for this fit only
             start_epoch: int = 0, # first epoch to run (resume inside an `n_epoch` schedule)
             reset_opt: bool = False, # build fresh optimisers even if they exist
+            start_iter: int = 0, # batches of `start_epoch` already done (resume mid-epoch)
            ) -> Learner:
         "Train for epochs `start_epoch … n_epoch-1`, validating after each epoch when `valid_dl` is set."
         self.n_epoch = n_epoch
@@ -143,26 +202,45 @@ class Learner:
         if self.opts is None or reset_opt: self.create_opts()
         try: self.n_iter = len(self.train_dl)
         except TypeError: self.n_iter = None
+        if self._pending is not None: start_epoch, start_iter = self._pending['epoch'], self._pending['iter_done']
         with self.added_cbs(cbs):
             try:
                 self('before_fit')
                 for epoch in range(start_epoch, n_epoch):
-                    self.epoch, self.valid_losses = epoch, {}
+                    self.epoch, self.valid_losses, self.iter_done = epoch, {}, 0
+                    self._start_iter = start_iter if epoch == start_epoch else 0
+                    if self._start_iter == 0: self._apply_pending()       # snapshot taken at an epoch boundary
                     try:
                         self('before_epoch')
                         self._do_train()
                         if self.valid_dl is not None: self._do_validate()
                     except CancelEpochException: pass
                     self('after_epoch')
+                self._apply_pending()                                       # resumed after the last epoch (a stage switch)
             except CancelFitException: pass
             self('after_fit')
         return self
+
+    def _train_batches(self):
+        "The training loader for this epoch: tell an epoch-aware sampler the epoch and where to start; else skip batches."
+        dl, start = self.train_dl, self._start_iter
+        sampler = getattr(getattr(dl, 'batch_sampler', None), 'sampler', None) or getattr(dl, 'sampler', None)
+        if callable(getattr(sampler, 'set_epoch', None)):
+            try: sampler.set_epoch(self.epoch, start=start * (getattr(dl, 'batch_size', None) or 1))
+            except TypeError:                                               # e.g. DistributedSampler: no `start`
+                sampler.set_epoch(self.epoch)
+                return itertools.islice(dl, start, None)
+            return dl
+        return itertools.islice(dl, start, None) if start else dl
 
     def _do_train(self):
         self.training = True
         self.method.train()
         self('before_train')
-        for i, batch in enumerate(self.train_dl):
+        batches = self._train_batches()
+        self.iter_done = self._start_iter
+        if self._start_iter: self._apply_pending()                          # snapshot taken inside this epoch
+        for i, batch in enumerate(batches, start=self._start_iter):
             self.iter, self.batch = i, to_device(batch, self.device)
             self._do_batch()
         self('after_train')
@@ -171,32 +249,59 @@ class Learner:
         self.pred, self.losses = None, {}
         try:
             self('before_batch')
-            with _frozen(self._d_params):                               # D is frozen during the G step
-                self.pred = self.method.forward_train(self.batch); self('after_pred')
-                self.losses = dict(self.method.generator_loss(self.batch, self.pred))
-                self._check_finite(self.losses); self('after_loss')
-                self.opts['G'].zero_grad()
-                self.losses['loss'].backward(); self('after_backward')
-                self.opts['G'].step(); self('after_step')
-            if 'D' in self.opts:
-                d = getattr(self.method, 'discriminator_loss', lambda b, p: None)(self.batch, self.pred)
-                if d is not None:
-                    self._check_finite(d)
-                    self.opts['D'].zero_grad(); d['loss_d'].backward(); self('after_backward_d'); self.opts['D'].step()
-                    self.losses.update(d)
-            if hasattr(self.method, 'after_update'): self.method.after_update(self.batch, self.pred)
+            try: self._step()
+            except torch.OutOfMemoryError as e: raise _oom_error(e, self) from e
             self.train_iter += 1
         except CancelBatchException: pass
+        self.iter_done = self.iter + 1
         self('after_batch')
 
-    def _check_finite(self, losses: dict):
-        "Raise FloatingPointError naming epoch, iteration and every loss term if any term is NaN or infinite."
+    def _step(self):
+        "One optimisation step: G with D frozen, then D, then the method's bookkeeping (e.g. enqueueing)."
+        with _frozen(self._d_params):                                   # D is frozen during the G step
+            self.pred = self.method.forward_train(self.batch); self('after_pred')
+            self.losses = dict(self.method.generator_loss(self.batch, self.pred))
+            if not self._finite(self.losses, 'G'):
+                self.opts['G'].zero_grad(); raise CancelBatchException()
+            self('after_loss')
+            self.opts['G'].zero_grad()
+            self.losses['loss'].backward(); self('after_backward')
+            self.opts['G'].step(); self('after_step')
+        if 'D' in self.opts:
+            d = getattr(self.method, 'discriminator_loss', lambda b, p: None)(self.batch, self.pred)
+            if d is not None and self._finite(d, 'D'):
+                self.opts['D'].zero_grad(); d['loss_d'].backward(); self('after_backward_d'); self.opts['D'].step()
+                self.losses.update(d)
+        if hasattr(self.method, 'after_update'): self.method.after_update(self.batch, self.pred)
+
+    def _finite(self, losses: dict, # loss terms of one step
+                which: str, # 'G' or 'D'
+               ) -> bool:
+        "True if every loss term is finite; otherwise raise `NonFiniteLossError` or (on_nonfinite='skip') count a skip."
         vals = {k: _to_float(v) for k, v in losses.items() if isinstance(v, (torch.Tensor, float, int))}
-        if all(torch.isfinite(torch.tensor(v)) for v in vals.values()): return
+        bad = [k for k, v in vals.items() if not torch.isfinite(torch.tensor(v))]
+        if not bad: return True
         terms = ', '.join(f"{k}={v:.4g}" for k, v in vals.items())
-        raise FloatingPointError(f"Non-finite loss in {getattr(self.method, 'name', type(self.method).__name__)} at epoch "
-                                 f"{self.epoch}, iter {self.iter} (global step {self.train_iter}): {terms}. "
-                                 "Try a lower learning rate, check the inputs for NaNs, or resume from the last checkpoint.")
+        where = (f"{getattr(self.method, 'name', type(self.method).__name__)} at epoch {self.epoch}, iter {self.iter} "
+                 f"(global step {self.train_iter})")
+        if self.on_nonfinite == 'skip':
+            self.n_skipped += 1
+            self.warn('nonfinite_loss', f"skipped the {which} step: non-finite {', '.join(bad)} in {where}: {terms} "
+                                        f"({self.n_skipped} step(s) skipped so far)", quiet=self.n_skipped > 10)
+            return False
+        raise NonFiniteLossError(f"Non-finite loss {', '.join(bad)} in {where}: {terms}. "
+                                 "Try a lower learning rate, check the inputs for NaNs, or resume from the last checkpoint.",
+                                 terms=bad, step=self.train_iter, epoch=self.epoch)
+
+    def warn(self, kind: str, # short category, e.g. 'nonfinite_loss', 'discriminator_collapse'
+             message: str, # what happened, for people
+             quiet: bool = False, # record it without a Python warning (to avoid flooding the log)
+            ) -> dict:
+        "Record a training warning in `learn.warnings` (the run summary and dashboard read it) and show it in the log."
+        w = dict(kind=kind, message=message, epoch=self.epoch, step=self.train_iter)
+        self.warnings.append(w)
+        if not quiet: warnings.warn(f"[{kind}] {message}", TrainingWarning, stacklevel=2)
+        return w
 
     def _do_validate(self):
         self('before_validate')
@@ -216,11 +321,55 @@ class Learner:
                 for batch in dl:
                     batch = to_device(batch, self.device)
                     bs = _batch_size(batch)
-                    for k, v in self.method.validation_step(batch).items(): sums[k] = sums.get(k, 0.0) + _to_float(v) * bs
+                    try: out = self.method.validation_step(batch)
+                    except torch.OutOfMemoryError as e: raise _oom_error(e, self, 'validation') from e
+                    for k, v in out.items(): sums[k] = sums.get(k, 0.0) + _to_float(v) * bs
                     n += bs
         finally:
             self.method.train(was_training); self.training = learn_training
         return {k: v / max(n, 1) for k, v in sums.items()}
+
+    # ---- state for exact resuming ------------------------------------------------------------------------
+    def state_dict(self, at_epoch_end: bool = False, # snapshot taken in `after_epoch` (else in `after_batch`)
+                  ) -> dict:
+        "Everything needed to continue this fit exactly: weights, optimisers, loop position, callback states and RNG (live tensors: save or deep-copy it)."
+        epoch, iter_done = (self.epoch + 1, 0) if at_epoch_end else (self.epoch, self.iter_done)
+        cbs = {c.name: c.state_dict() for c in self.cbs if callable(getattr(type(c), 'state_dict', None))}
+        return dict(format=1, method_state=self.method.state_dict(),
+                    optimizer_state={k: o.state_dict() for k, o in (self.opts or {}).items()},
+                    loop=dict(epoch=epoch, iter_done=iter_done, train_iter=self.train_iter, n_epoch=self.n_epoch,
+                              n_skipped=self.n_skipped),
+                    history=[dict(h) for h in self.history], warnings=[dict(w) for w in self.warnings],
+                    callbacks=cbs, rng=rng_state())
+
+    def load_state_dict(self, state: dict, # from `state_dict` (e.g. a checkpoint's `training_state`)
+                       ) -> Learner:
+        "Restore a snapshot; the next `fit(n_epoch)` continues at the saved epoch and batch with the saved random state."
+        self.method.load_state_dict(state['method_state'])
+        self.method.to(self.device)
+        if self.opts is None: self.create_opts()
+        for k, sd in state['optimizer_state'].items():
+            if k not in self.opts: raise KeyError(f"Learner.load_state_dict: the snapshot has optimiser {k!r}, the method only {list(self.opts)}")
+            self.opts[k].load_state_dict(sd)
+        loop = state['loop']
+        self.train_iter, self.n_skipped = int(loop['train_iter']), int(loop.get('n_skipped', 0))
+        self.history, self.warnings = [dict(h) for h in state['history']], [dict(w) for w in state.get('warnings', [])]
+        self._pending = dict(epoch=int(loop['epoch']), iter_done=int(loop['iter_done']),
+                             callbacks=state.get('callbacks', {}), rng=state['rng'])
+        return self
+
+    @property
+    def resumed(self) -> bool:
+        "True between `load_state_dict` and the point where the snapshot has been fully applied in `fit`."
+        return self._pending is not None
+
+    def _apply_pending(self):
+        "Put back callback states and random states of a loaded snapshot, at the point the snapshot was taken."
+        p, self._pending = self._pending, None
+        if p is None: return
+        for c in self.cbs:
+            if c.name in p['callbacks'] and callable(getattr(type(c), 'load_state_dict', None)): c.load_state_dict(p['callbacks'][c.name])
+        set_rng_state(p['rng'])
 
     def __repr__(self):
         return (f"Learner({getattr(self.method, 'name', type(self.method).__name__)}, device={self.device}, "
@@ -236,6 +385,13 @@ class Recorder(Callback):
         return {('lr' if k == 'G' else f'lr_{k}'): o.param_groups[0]['lr'] for k, o in (self.learn.opts or {}).items()}
 
     def before_epoch(self): self._sums, self._lr_sums, self._n, self._t0 = {}, {}, 0, time.perf_counter()
+
+    def state_dict(self) -> dict:
+        "The running sums of the current epoch (its history row is their mean)."
+        return dict(sums=dict(getattr(self, '_sums', {})), lr_sums=dict(getattr(self, '_lr_sums', {})), n=getattr(self, '_n', 0))
+
+    def load_state_dict(self, sd: dict):
+        self._sums, self._lr_sums, self._n = dict(sd['sums']), dict(sd['lr_sums']), int(sd['n'])
 
     def after_batch(self):
         if not self.learn.losses: return                                # cancelled before the losses existed

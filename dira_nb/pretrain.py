@@ -6,54 +6,80 @@ Docs: https://dira-nb.github.io/dira_nb/pretrain.html.md"""
 
 # %% ../nbs/45_pretrain.ipynb #c003
 from __future__ import annotations
-import json, math, shutil, time
+import csv, json, math, os, shutil, tempfile, time, warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Subset
 from .core import get_device, seed_everything, limit_threads, IN_TEST
-from .data.io import ImageDataset, split_indices
+from .data.io import ImageDataset, ImageReadError, split_indices
 from .data.phantom import samples_dir
 from .data.views import ViewDataset
 from .methods.core import METHODS, method_config, create_method
-import dira_nb.methods.dira  # registers DiRA and its ablations
-from .learner import Learner
+import dira_nb.methods.core, dira_nb.methods.dira  # registers DiRA and its ablations
+from .learner import Learner, EpochSampler, SeededItems, NonFiniteLossError
 from .callback.schedule import CosineLR
-from .callback.progress import ProgressBar, CSVLogger, SaveCheckpoint
+from .callback.progress import ProgressBar, CSVLogger, SaveCheckpoint, ResumeCheckpoint
+from .callback.guards import DiscriminatorMonitor
 from .viz.recon import ReconstructionSnapshots
-from .checkpoint import export_backbone
+from .callback.perf import MixedPrecision, ChannelsLast, Compile, autocast_supported
+from .distributed import init_distributed, DistributedCallback, ShardedSampler
+from .checkpoint import export_backbone, load_checkpoint, atomic_write, remove_stale_temp_files, CheckpointError
 
 # %% auto #0
-__all__ = ['open_pretraining_data', 'PretrainConfig', 'pretrain']
+__all__ = ['RESUME_FILE', 'RESUME_MUTABLE', 'open_pretraining_data', 'PretrainConfig', 'pretrain']
 
 # %% ../nbs/45_pretrain.ipynb #c006
+def _labels_csv_split(src: Path, csv_path: Path, load_size, min_size, skip_bad) -> tuple:
+    "Train/valid datasets from a run folder's `labels.csv` with `image`, `split` (and optional `label`) columns."
+    with open(csv_path, newline='') as f:
+        reader = csv.DictReader(f); cols = reader.fieldnames or []; rows = list(reader)
+    if "image" not in cols: raise ValueError(f"{csv_path}: missing column 'image' (columns: {cols})")
+    if not rows: raise ValueError(f"{csv_path}: no data rows")
+    items, missing = [], []
+    for line, r in enumerate(rows, start=2):
+        name = (r.get("image") or "").strip()
+        p = src / "images" / name if (src / "images" / name).is_file() else src / name
+        if not name or not p.is_file(): missing.append(f"line {line}: {name!r}")
+        items.append(p)
+    if missing and not skip_bad:
+        raise FileNotFoundError(f"{csv_path}: {len(missing)} listed image(s) not found ({', '.join(missing[:5])}"
+                                f"{', ...' if len(missing) > 5 else ''}); fix the CSV or pass skip_bad=True")
+    if missing: warnings.warn(f"{csv_path}: skipping {len(missing)} listed image(s) that do not exist: {missing[:5]}")
+    keep = [i for i, p in enumerate(items) if p.is_file()]
+    labels = [int(r["label"]) if str(r.get("label", "")).lstrip("-").isdigit() else -1 for r in rows]
+    is_valid = np.array([rows[i]["split"] in ("valid", "val", "test") for i in keep], bool)
+    full = ImageDataset([items[i] for i in keep], labels=np.array([labels[i] for i in keep]), size=load_size,
+                        min_size=min_size, skip_bad=skip_bad)
+    full.missing = missing
+    return Subset(full, np.where(~is_valid)[0].tolist()), Subset(full, np.where(is_valid)[0].tolist())
+
 def open_pretraining_data(data: str | Path = "samples", # "samples", an image folder, a CSV, or a .npz file
                           load_size: int | None = None, # resize images to this square size when loading (None: native)
                           valid_pct: float = 0.1, # held-out fraction when the data has no split of its own
                           seed: int = 0, # seed of the held-out split
                           max_images: int | None = None, # use at most this many training images (quick runs)
+                          min_size: int | None = None, # images must be at least this large (the crop size; None: no check)
+                          skip_bad: bool = False, # skip unreadable or too-small images with a warning instead of failing
                          ) -> tuple:
     "Training and validation `ImageDataset`s (or subsets) for pretraining, from any supported source."
     src = samples_dir() if str(data) == "samples" else Path(data)
     if not src.exists(): raise FileNotFoundError(f"pretraining data {src} does not exist")
+    kw = dict(min_size=None if load_size else min_size, skip_bad=skip_bad)
     if src.is_file() and src.suffix == ".npz":
-        train = ImageDataset.from_npz(src, "train", size=load_size)
-        try: valid = ImageDataset.from_npz(src, "val", size=load_size)
-        except Exception: valid = None
+        train = ImageDataset.from_npz(src, "train", size=load_size, **kw)
+        try: valid = ImageDataset.from_npz(src, "val", size=load_size, **kw)
+        except ImageReadError as e:
+            if "missing array" not in str(e): raise
+            valid = None
     elif src.is_file() and src.suffix == ".csv":
-        train, valid = ImageDataset.from_csv(src, size=load_size), None
+        train, valid = ImageDataset.from_csv(src, size=load_size, **kw), None
     elif src.is_dir() and (src / "labels.csv").exists():
-        import csv
-        rows = list(csv.DictReader(open(src / "labels.csv")))
-        if rows and "split" in rows[0]:
-            items = [src / "images" / r["image"] if (src / "images" / r["image"]).exists() else src / r["image"] for r in rows]
-            labels = [int(r["label"]) if str(r.get("label", "")).lstrip("-").isdigit() else -1 for r in rows]
-            is_valid = np.array([r["split"] in ("valid", "val", "test") for r in rows])
-            full = ImageDataset(items, labels=np.array(labels), size=load_size)
-            train, valid = Subset(full, np.where(~is_valid)[0].tolist()), Subset(full, np.where(is_valid)[0].tolist())
-        else: train, valid = ImageDataset.from_csv(src / "labels.csv", root=src, size=load_size), None
-    elif src.is_dir(): train, valid = ImageDataset.from_folder(src, size=load_size), None
+        with open(src / "labels.csv", newline='') as f: cols = next(csv.reader(f), [])
+        if "split" in cols: train, valid = _labels_csv_split(src, src / "labels.csv", load_size, kw["min_size"], skip_bad)
+        else: train, valid = ImageDataset.from_csv(src / "labels.csv", root=src, size=load_size, **kw), None
+    elif src.is_dir(): train, valid = ImageDataset.from_folder(src, size=load_size, **kw), None
     else: raise ValueError(f"{src}: expected 'samples', an image folder, a .csv or a .npz file")
     if valid is None and valid_pct > 0:
         tr, va = split_indices(len(train), valid_pct=valid_pct, seed=seed)
@@ -64,6 +90,11 @@ def open_pretraining_data(data: str | Path = "samples", # "samples", an image fo
         valid = Subset(valid, list(range(max(8, max_images // 4))))
     return train, valid
 
+def _base_dataset(ds):
+    "The `ImageDataset` under (nested) `Subset`s."
+    while isinstance(ds, Subset): ds = ds.dataset
+    return ds
+
 # %% ../nbs/45_pretrain.ipynb #c010
 @dataclass
 class PretrainConfig:
@@ -71,7 +102,7 @@ class PretrainConfig:
     data: str = "samples"               # "samples", image folder, CSV or .npz
     out: str = "runs/demo"              # run folder
     method: str = "dira"                # registered method: dira, dir, di, r, ra, dira_barlow, dira_simsiam
-    backbone: str = "resnet18"          # resnet18 / resnet34 / resnet50
+    backbone: str | None = None         # encoder (resnet18/34/50, vgg_ld, vit_tiny, ...); None: the method's default
     image_size: int = 64                # training crop size
     load_size: int | None = None        # resize on load (None: native size)
     epochs_dir: int = 3                 # stage-1 epochs (two-stage methods)
@@ -79,7 +110,7 @@ class PretrainConfig:
     epochs: int | None = None           # single-stage methods: default epochs_dir + epochs_dira
     batch_size: int = 32                # stage-1 / single-stage batch size
     batch_size_dira: int | None = None  # stage-2 batch size (paper: 16); None = batch_size
-    lr: float = 0.03                    # generator SGD learning rate
+    lr: float | None = None             # generator learning rate; None: the method's default (DiRA: SGD 0.03)
     moco_k: int | None = None           # queue length; None = min(4096, training images)
     valid_pct: float = 0.1              # held-out fraction when the data has no split
     max_images: int | None = None       # cap on training images
@@ -89,6 +120,40 @@ class PretrainConfig:
     num_workers: int = 0                # DataLoader workers
     snapshots: int = 8                  # images per reconstruction picture (0 = none)
     options: dict = field(default_factory=dict)  # extra method config, e.g. {"discriminative": "barlow"}
+    checkpoint_every: int = 0           # also write the resume checkpoint every N steps (0: at epoch ends only)
+    on_nan: str = "stop"                # NaN/Inf loss: "stop" (checkpoint + clear error) or "skip" the step
+    skip_bad: bool = False              # skip unreadable / too-small images with a warning instead of failing
+    precision: str = "fp32"             # "fp32", "bf16" (autocast; GPU or a CPU with bf16 units) or "auto" (bf16 where fast)
+    channels_last: bool = False         # channels-last memory format (faster convolutions on most hardware)
+    compile: bool = False               # torch.compile the U-Net, key encoder and discriminator (GPU)
+    sync_bn: bool = False               # multi-GPU runs: SyncBatchNorm instead of per-rank BatchNorm
+
+    def __post_init__(self):
+        "Reject invalid settings with a message naming the setting."
+        def bad(name, why): raise ValueError(f"invalid pretraining setting {name}={getattr(self, name)!r}: {why}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            bad("lr", "must be a positive number (or None for the method's default)")
+        if not isinstance(self.image_size, int) or self.image_size < 16: bad("image_size", "must be an integer ≥ 16")
+        if self.load_size is not None and (not isinstance(self.load_size, int) or self.load_size < self.image_size):
+            bad("load_size", f"the crop (image_size={self.image_size}) cannot be larger than the loaded image")
+        for n in ("epochs_dir", "epochs_dira"):
+            if not isinstance(getattr(self, n), int) or getattr(self, n) < 0: bad(n, "must be an integer ≥ 0")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1): bad("epochs", "must be ≥ 1 or None")
+        if not isinstance(self.batch_size, int) or self.batch_size < 2: bad("batch_size", "must be an integer ≥ 2")
+        if self.batch_size_dira is not None and (not isinstance(self.batch_size_dira, int) or self.batch_size_dira < 2):
+            bad("batch_size_dira", "must be an integer ≥ 2 or None")
+        if self.moco_k is not None and (not isinstance(self.moco_k, int) or self.moco_k < 1): bad("moco_k", "must be ≥ 1 or None")
+        if not 0 <= self.valid_pct < 1: bad("valid_pct", "must be in [0, 1)")
+        if self.max_images is not None and self.max_images < 2: bad("max_images", "must be ≥ 2 or None")
+        if self.num_workers < 0: bad("num_workers", "must be ≥ 0")
+        if self.snapshots < 0: bad("snapshots", "must be ≥ 0")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0: bad("checkpoint_every", "must be an integer ≥ 0")
+        if self.on_nan not in ("stop", "skip"): bad("on_nan", "choose 'stop' or 'skip'")
+        if self.precision not in ("fp32", "bf16", "auto"): bad("precision", "choose 'fp32', 'bf16' or 'auto'")
+        if self.method not in METHODS: dira_nb.methods.core.load_builtin_methods()
+        if self.method not in METHODS: bad("method", f"unknown method; registered: {', '.join(sorted(METHODS))}")
+        try: method_config(self.method, **self._method_options())
+        except (TypeError, ValueError) as e: raise ValueError(f"invalid method options for {self.method!r}: {e}") from e
 
     def stages(self) -> list:
         "The (stage name, registry name, epochs, batch size, overrides) list this run executes."
@@ -101,7 +166,9 @@ class PretrainConfig:
         return [(cfg.stage, self.method, n, self.batch_size, {})]
 
     def _method_options(self) -> dict:
-        opts = dict(backbone=self.backbone, image_size=self.image_size, lr=self.lr)
+        opts = dict(image_size=self.image_size)
+        if self.backbone is not None: opts["backbone"] = self.backbone
+        if self.lr is not None: opts["lr"] = self.lr
         opts.update(self.options)
         return opts
 
@@ -113,36 +180,120 @@ class PretrainConfig:
         return cls(**d)
 
 # %% ../nbs/45_pretrain.ipynb #c014
-def _loaders(train, valid, views, batch_size, seed, num_workers):
-    "Training and validation loaders of a method's views."
-    g = torch.Generator().manual_seed(seed)
+def _loaders(train, valid, views, batch_size, seed, num_workers, world_size=1, pin_memory=False):
+    "Training and validation loaders of a method's views, with a resumable order and per-item seeded augmentations."
     bs = min(batch_size, len(train))
     if bs < 2: raise ValueError(f"need at least 2 training images for a batch, got {len(train)}")
-    train_dl = torch.utils.data.DataLoader(ViewDataset(train, views), batch_size=bs, shuffle=True, drop_last=True,
-                                           generator=g, num_workers=num_workers)
+    sampler = EpochSampler(len(train), seed)
+    if world_size > 1:                                   # `batch_size` is global: each rank takes its share
+        if bs % world_size: raise ValueError(f"batch_size {bs} is not divisible by the {world_size} processes")
+        sampler, bs = ShardedSampler(sampler), bs // world_size
+    train_dl = torch.utils.data.DataLoader(SeededItems(ViewDataset(train, views), seed), batch_size=bs, drop_last=True,
+                                           sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                                           persistent_workers=num_workers > 0,
+                                           generator=torch.Generator().manual_seed(seed))
     valid_dl = None
     if valid is not None and len(valid) >= 2:
-        valid_dl = torch.utils.data.DataLoader(ViewDataset(valid, views), batch_size=min(bs, len(valid)),
-                                               shuffle=False, num_workers=num_workers)
+        valid_dl = torch.utils.data.DataLoader(SeededItems(ViewDataset(valid, views), seed + 1), batch_size=min(bs, len(valid)),
+                                               shuffle=False, num_workers=num_workers,
+                                               generator=torch.Generator().manual_seed(seed + 1))
     return train_dl, valid_dl
+
+RESUME_FILE = "resume.pt"
+# settings that may change when a run is resumed (everything else must match the stored run)
+RESUME_MUTABLE = ("out", "device", "num_workers", "snapshots", "checkpoint_every", "on_nan", "skip_bad",
+                  "precision", "channels_last", "compile", "sync_bn")
+
+def _check_writable(out: Path) -> None:
+    "Create the run folder and prove we can write into it, with an error naming it otherwise."
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=out); os.close(fd); os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write to the run folder {out}: {type(e).__name__}: {e.strerror or e}. "
+                              "Choose another `out` or fix its permissions.") from e
+
+def _resume_file(resume, out: Path) -> Path | None:
+    "The resume checkpoint to continue from: None for a fresh start."
+    if resume is False or resume is None: return None
+    if resume is True:
+        p = out / RESUME_FILE
+        return p if p.exists() else None
+    p = Path(resume)
+    p = p / RESUME_FILE if p.is_dir() else p
+    if not p.exists(): raise CheckpointError(f"{p}: no resume checkpoint to continue from")
+    return p
+
+def _config_for_resume(ck_meta: dict, config, kwargs: dict, path: Path) -> "PretrainConfig":
+    "The stored run config, updated by the caller's settings; changing anything that shapes training is an error."
+    stored = ck_meta.get("run_config")
+    if not isinstance(stored, dict): raise CheckpointError(f"{path}: not a pretraining resume checkpoint (no run_config in its meta)")
+    base = PretrainConfig.from_dict({k: v for k, v in stored.items() if k in {f.name for f in fields(PretrainConfig)}})
+    want = asdict(config) if config is not None else {**asdict(base), **kwargs}
+    if config is not None: want.update(kwargs)
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
+    diff = {k: (getattr(base, k), want[k]) for k in want if k not in RESUME_MUTABLE and norm(want[k]) != norm(getattr(base, k))}
+    if diff:
+        raise ValueError(f"{path}: cannot resume with changed settings "
+                         + ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in diff.items())
+                         + f"; only {list(RESUME_MUTABLE)} may change. Start a new run (another `out`) to change them.")
+    return PretrainConfig(**{**asdict(base), **{k: want[k] for k in RESUME_MUTABLE}})
+
+def _atomic_copy(src: Path, dst: Path) -> Path:
+    "Copy a file so that `dst` is either the old or the complete new file."
+    return atomic_write(dst, lambda f: f.write(Path(src).read_bytes()))
+
+def _speed_callbacks(cfg: "PretrainConfig", device: torch.device, dist_info) -> list:
+    "Mixed precision, channels-last, torch.compile and multi-process synchronisation callbacks the config asks for."
+    cbs = []
+    if dist_info.world_size > 1: cbs.append(DistributedCallback(sync_bn=cfg.sync_bn))
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and autocast_supported(device.type)): cbs.append(MixedPrecision("bf16"))
+    if cfg.channels_last: cbs.append(ChannelsLast())
+    if cfg.compile: cbs.append(Compile())
+    return cbs
 
 def pretrain(config: PretrainConfig | None = None, # the run settings (keywords below override fields)
              cbs: list | None = None, # extra callbacks for every stage (e.g. live widgets)
              quiet: bool = False, # no progress bars
+             resume: bool | str | Path = False, # True: continue `out` if it holds a resume checkpoint; or a run folder / resume file
              **kwargs) -> dict:
-    "Run all stages of `config`, writing the run folder; returns the final method, histories and paths."
-    cfg = config or PretrainConfig()
-    if kwargs: cfg = PretrainConfig(**{**asdict(cfg), **kwargs})
+    "Run all stages of `config`, writing the run folder (resumably); returns the final method, histories and paths."
+    if kwargs: PretrainConfig(**{**asdict(config or PretrainConfig()), **kwargs})   # validate the overrides early
+    out = Path(kwargs.get("out", config.out if config is not None else PretrainConfig.out))
+    ck_path = _resume_file(resume, out)
+    ck = load_checkpoint(ck_path) if ck_path is not None else None
+    if ck is not None:
+        if "training_state" not in ck: raise CheckpointError(f"{ck_path}: holds no training state; it cannot be resumed")
+        cfg = _config_for_resume(ck["meta"], config, kwargs, ck_path)
+        out = Path(cfg.out)
+    else:
+        cfg = config or PretrainConfig()
+        if kwargs: cfg = PretrainConfig(**{**asdict(cfg), **kwargs})
+        out = Path(cfg.out)
+        if (out / RESUME_FILE).exists():
+            raise FileExistsError(f"{out} already holds a run ({out / RESUME_FILE}); pass resume=True to continue it, "
+                                  "or choose another `out` (or delete the folder) to start over")
+    dist_info = init_distributed(device=cfg.device)      # torchrun: join the process group; one process: no-op
+    main = dist_info.is_main
+    if main:
+        _check_writable(out)
+        remove_stale_temp_files(out)
     limit_threads()
-    seed_everything(cfg.seed)
-    out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
-    _write_yaml(asdict(cfg), out / "config.yaml")
-    train, valid = open_pretraining_data(cfg.data, cfg.load_size, cfg.valid_pct, cfg.seed, cfg.max_images)
-    device = get_device(cfg.device)
+    seed_everything(cfg.seed)                            # same seed on every rank: identical initial weights
+    if main: _write_yaml(asdict(cfg), out / "config.yaml")
+    train, valid = open_pretraining_data(cfg.data, cfg.load_size, cfg.valid_pct, cfg.seed, cfg.max_images,
+                                         min_size=cfg.image_size, skip_bad=cfg.skip_bad)
+    device = dist_info.device if dist_info.world_size > 1 else get_device(cfg.device)
     moco_k = cfg.moco_k or min(4096, len(train))
-    summary = dict(device=str(device), n_train=len(train), n_valid=len(valid) if valid is not None else 0, stages=[])
-    method, histories, t_all = None, {}, time.time()
-    for stage, name, epochs, bs, overrides in cfg.stages():
+    meta = ck["meta"] if ck is not None else {}
+    start_stage = int(meta.get("stage_index", 0))
+    summary = dict(device=str(device), n_train=len(train), n_valid=len(valid) if valid is not None else 0,
+                   stages=list(meta.get("stages_done", [])), status="running", resumed_from_step=meta.get("train_iter"))
+    histories = {k: list(v) for k, v in meta.get("histories", {}).items()}
+    method, t_all, learn = None, time.time(), None
+    stages = cfg.stages()
+    for k, (stage, name, epochs, bs, overrides) in enumerate(stages):
+        if k < start_stage: continue
         cls = METHODS[name][0]
         opts = {**cfg._method_options(), **overrides}
         if "moco_k" in {f.name for f in fields(cls.config_class)}: opts.setdefault("moco_k", moco_k)
@@ -150,24 +301,53 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         if method is not None: new.start_from(method)
         method = new
         views = method.views(cfg.image_size, faithful_flip_quirk=cfg.faithful_flip_quirk)
-        train_dl, valid_dl = _loaders(train, valid, views, bs, cfg.seed, cfg.num_workers)
+        train_dl, valid_dl = _loaders(train, valid, views, bs, cfg.seed, cfg.num_workers, dist_info.world_size,
+                                      pin_memory=device.type == "cuda")
         sdir = out / stage
-        stage_cbs = [CosineLR(), CSVLogger(sdir / "history.csv"), SaveCheckpoint(sdir)]
-        if cfg.snapshots and getattr(method.config, 'restorative', False): stage_cbs.append(ReconstructionSnapshots(sdir, n=cfg.snapshots))
-        if not quiet: stage_cbs.append(ProgressBar())
-        learn = Learner(method, train_dl, valid_dl, cbs=stage_cbs + list(cbs or []), device=device, quiet=quiet)
+        resume_meta = dict(run_config=asdict(cfg), stage_index=k, stage=stage, stages_done=summary["stages"], histories=histories)
+        stage_cbs = [CosineLR()] + _speed_callbacks(cfg, device, dist_info)
+        if main:                                         # only rank 0 writes files and shows progress
+            stage_cbs += [CSVLogger(sdir / "history.csv"), SaveCheckpoint(sdir),
+                          ResumeCheckpoint(out / RESUME_FILE, every_steps=cfg.checkpoint_every, extra_meta=resume_meta)]
+            if cfg.snapshots and getattr(method.config, 'restorative', False): stage_cbs.append(ReconstructionSnapshots(sdir, n=cfg.snapshots))
+        if getattr(method, "discriminator", None) is not None: stage_cbs.append(DiscriminatorMonitor())
+        if not quiet and main: stage_cbs.append(ProgressBar())
+        learn = Learner(method, train_dl, valid_dl, cbs=stage_cbs + list(cbs or []), device=device, quiet=quiet,
+                        on_nonfinite="skip" if cfg.on_nan == "skip" else "stop")
         learn.stage = stage
+        if ck is not None and k == start_stage: learn.load_state_dict(ck["training_state"])
         t0 = time.time()
-        learn.fit(epochs)
+        try: learn.fit(epochs)
+        except NonFiniteLossError as e: _stop_on_nonfinite(e, learn, out, sdir, summary)
         histories[stage] = learn.history
         summary["stages"].append(dict(stage=stage, method=name, epochs=epochs, batch_size=bs, seconds=round(time.time() - t0, 2),
-                                      final=learn.history[-1] if learn.history else {}))
+                                      final=learn.history[-1] if learn.history else {}, warnings=learn.warnings,
+                                      skipped_steps=learn.n_skipped))
+    if not main: return dict(method=method, histories=histories, run_dir=out, summary=summary)
     final = out / "final.pt"
-    shutil.copyfile(out / stage / "last.pt", final)
-    export_backbone(final, out / "backbone.pt")
-    summary["seconds"] = round(time.time() - t_all, 2)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    return dict(method=method, histories=histories, run_dir=out, final=final, backbone=out / "backbone.pt", summary=summary)
+    _atomic_copy(out / stage / "last.pt", final) if (out / stage / "last.pt").exists() else learn.method.save_checkpoint(final)
+    backbone = export_backbone(final, out / "backbone.safetensors")
+    bad = {f: why for d in (train, valid) if d is not None for f, why in getattr(_base_dataset(d), "bad", {}).items()}
+    summary.update(seconds=round(time.time() - t_all, 2), status="finished", bad_images=len(bad), bad_image_files=bad,
+                   warnings=[w for st in summary["stages"] for w in st.get("warnings", [])])
+    _write_summary(summary, out)
+    return dict(method=method, histories=histories, run_dir=out, final=final, backbone=backbone, summary=summary,
+                warnings=summary["warnings"])
+
+def _write_summary(summary: dict, out: Path) -> None:
+    text = json.dumps(summary, indent=2, default=float)
+    atomic_write(out / "summary.json", lambda f: f.write(text.encode()))
+
+def _stop_on_nonfinite(e: NonFiniteLossError, learn, out: Path, sdir: Path, summary: dict):
+    "Save the model at the failure for inspection, record the stop in summary.json, and raise a clear error."
+    bad = sdir / f"nonfinite_step{e.step}.pt"
+    try: learn.method.save_checkpoint(bad, extra_meta=dict(kind="nonfinite", epoch=learn.epoch, train_iter=learn.train_iter))
+    except Exception as save_err: bad = f"(could not be saved: {save_err})"
+    summary.update(status="stopped_nonfinite", error=str(e), warnings=learn.warnings)
+    _write_summary(summary, out)
+    raise NonFiniteLossError(f"{e} The run stopped cleanly. The last good training state is {out / RESUME_FILE} "
+                             f"(continue with resume=True, e.g. after lowering lr or with on_nan='skip'); the model at the "
+                             f"failure is in {bad}.", terms=e.terms, step=e.step, epoch=e.epoch) from e
 
 def _write_yaml(d: dict, path: Path) -> None:
     "Write a flat config dict as YAML."

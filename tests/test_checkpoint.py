@@ -80,3 +80,16 @@ def test_normalisation_mismatch_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_backbone(bb, normalisation="none")
+
+
+@pytest.mark.parametrize("name,backbone", [("ace", "vit_nano"), ("ld", "vgg_ld")])
+def test_load_backbone_rebuilds_non_resnet_encoders(tmp_path, name, backbone):
+    "LD's VGG and ACE's ViT exports load back through the encoder registry, every key matched."
+    from dira_nb.methods.core import create_method
+    from dira_nb.checkpoint import export_backbone, load_backbone
+    m = create_method(name, backbone=backbone, image_size=32)
+    m.save_checkpoint(tmp_path / "c.pt")
+    model, report = load_backbone(export_backbone(tmp_path / "c.pt", tmp_path / "b.safetensors"))
+    assert report.ok and not report.missing and not report.unexpected
+    for k, v in m.encoder.backbone_state_dict().items():
+        assert torch.equal(model.backbone_state_dict()[k], v), k

@@ -37,7 +37,7 @@ def test_pretrain_export_info_end_to_end(tmp_path):
     r = _run([_cli(), "pretrain", "--data", str(REPO / "data_samples"), "--out", str(out), "--image-size", "32",
               "--epochs-dir", "1", "--epochs-dira", "1", "--batch-size", "8", "--max-images", "32", "--quiet"], REPO)
     assert r.returncode == 0, r.stdout + r.stderr
-    for f in ["config.yaml", "final.pt", "backbone.pt", "summary.json", "dir/last.pt", "dira/last.pt",
+    for f in ["config.yaml", "final.pt", "backbone.safetensors", "resume.pt", "summary.json", "dir/last.pt", "dira/last.pt",
               "dir/history.csv", "dira/history.csv"]:
         assert (out / f).exists(), f"{f} missing; stdout: {r.stdout}"
     assert list((out / "dira").glob("recon_epoch_*.png")), "no reconstruction pictures"

@@ -389,11 +389,11 @@ def test_save_checkpoint(tmp_path):
     assert [e for t, e, _ in saved if t == "last"] == [1, 3, 4]
     vl = [h["valid_loss"] for h in learn.history]
     assert [e for t, e, _ in saved if t == "best"] == [i for i in range(5) if vl[i] < min(vl[:i], default=math.inf)]
-    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["meta"]["epoch"] == 4 and len(last["meta"]["history"]) == 5 and last["meta"]["train_iter"] == 10
     for k, v in learn.method.state_dict().items():
         assert torch.equal(last["state_dict"][k], v)
-    best = torch.load(tmp_path / "best.pt", weights_only=False)["meta"]
+    best = torch.load(tmp_path / "best.pt", weights_only=True)["meta"]
     assert best["epoch"] == vl.index(min(vl)) and best["monitor"]["valid_loss"] == pytest.approx(min(vl))
 
 

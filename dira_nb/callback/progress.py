@@ -6,13 +6,14 @@ Docs: https://dira-nb.github.io/dira_nb/callback.progress.html.md"""
 
 # %% ../../nbs/33_callback.progress.ipynb #c003
 from __future__ import annotations
-import csv, math, warnings
+import csv, io, math, warnings
 from pathlib import Path
 from tqdm.auto import tqdm
 from .core import Callback
+from ..checkpoint import atomic_write, save_checkpoint
 
 # %% auto #0
-__all__ = ['ProgressBar', 'CSVLogger', 'SaveCheckpoint']
+__all__ = ['ProgressBar', 'CSVLogger', 'SaveCheckpoint', 'ResumeCheckpoint']
 
 # %% ../../nbs/33_callback.progress.ipynb #c008
 def _fmt(v) -> str: return f"{float(v.detach() if hasattr(v, 'detach') else v):.4f}"
@@ -77,8 +78,20 @@ class CSVLogger(Callback):
 
     def before_fit(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.append and not self._started and self.path.exists(): self.path.unlink()
+        if getattr(self.learn, 'resumed', False):      # resuming: the log is exactly the restored history (no duplicates)
+            self._rewrite(self.learn.history)
+        elif not self.append and not self._started and self.path.exists(): self.path.unlink()
         self._started = True
+
+    def _rewrite(self, rows: list):
+        "Replace the file atomically by `rows` (header: every key, in order of appearance)."
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        if not rows:
+            self.path.unlink(missing_ok=True); return
+        def write(f):
+            t = io.TextIOWrapper(f, newline='', encoding='utf-8')
+            w = csv.DictWriter(t, fieldnames=keys, restval=''); w.writeheader(); w.writerows(rows); t.flush(); t.detach()
+        atomic_write(self.path, write)
 
     def after_epoch(self):
         if self.learn.history: _append_csv_row(self.path, self.learn.history[-1])
@@ -132,3 +145,39 @@ class SaveCheckpoint(Callback):
         if row[self.key] < self.best:
             self.best = row[self.key]
             self._save('best', row)
+
+    def state_dict(self) -> dict: return dict(best=float(getattr(self, 'best', math.inf)))
+    def load_state_dict(self, sd: dict): self.best = float(sd['best'])
+
+# %% ../../nbs/33_callback.progress.ipynb #c022
+class ResumeCheckpoint(Callback):
+    "Atomically write the full training state to `path` every `every_steps` steps and at every epoch end."
+    order = 200
+    def __init__(self, path: str | Path, # the resume file (replaced at every save)
+                 every_steps: int = 0, # also save every this many optimisation steps (0: epoch ends only)
+                 extra_meta: dict | None = None, # added to the checkpoint meta (e.g. run config, stage index)
+                ):
+        if every_steps < 0: raise ValueError(f"ResumeCheckpoint: every_steps must be ≥ 0, got {every_steps}")
+        self.path, self.every_steps, self.extra_meta = Path(path), int(every_steps), dict(extra_meta or {})
+        self.n_saved, self._last_step = 0, None
+
+    def save(self, at_epoch_end: bool = False) -> Path:
+        "Write the training state now."
+        learn = self.learn
+        state = learn.state_dict(at_epoch_end=at_epoch_end)
+        m = learn.method
+        meta = dict(m.meta()) if callable(getattr(m, 'meta', None)) else dict(method=getattr(m, 'name', type(m).__name__), backbone=None, in_chans=None)
+        meta.update(self.extra_meta, epoch=state['loop']['epoch'], iter_done=state['loop']['iter_done'],
+                    train_iter=learn.train_iter, kind='resume')
+        enc = getattr(m, 'encoder', None)
+        bb = enc.backbone_state_dict() if callable(getattr(enc, 'backbone_state_dict', None)) else {}
+        parts = m.checkpoint_parts() if callable(getattr(m, 'checkpoint_parts', None)) else {}
+        save_checkpoint(self.path, bb, meta, **parts, extra=dict(training_state=state))
+        self.n_saved, self._last_step = self.n_saved + 1, learn.train_iter
+        return self.path
+
+    def after_batch(self):
+        s = self.learn.train_iter
+        if self.every_steps and s % self.every_steps == 0 and s != self._last_step: self.save()
+
+    def after_epoch(self): self.save(at_epoch_end=True)

@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/data.io.html.md"""
 
 # %% ../../nbs/01_data.io.ipynb #c003
 from __future__ import annotations
-import csv, math, os
+import csv, math, os, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,12 +15,16 @@ from torch.utils.data import Dataset, Subset
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'DICOM_EXTS', 'ImageReadError', 'apply_window', 'minmax_scale', 'read_dicom', 'read_image',
-           'list_images', 'read_label_csv', 'load_npz', 'ImageDataset', 'split_indices', 'train_valid_split']
+__all__ = ['IMAGE_EXTS', 'DICOM_EXTS', 'ImageReadError', 'BadImageWarning', 'apply_window', 'minmax_scale', 'read_dicom',
+           'read_image', 'list_images', 'read_label_csv', 'load_npz', 'ImageDataset', 'split_indices',
+           'train_valid_split']
 
 # %% ../../nbs/01_data.io.ipynb #c007
 class ImageReadError(ValueError):
     "An image file exists but cannot be read or decoded; the message names the file and the problem."
+
+class BadImageWarning(UserWarning):
+    "An unreadable image was skipped (only with `skip_bad=True`)."
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 DICOM_EXTS = ('.dcm', '.dicom')
@@ -231,10 +235,15 @@ def load_npz(path, # a MedMNIST-style .npz file
         except Exception as e: raise ImageReadError(f"{p}: cannot read {ki}/{kl} ({type(e).__name__}: {e})") from e
     if x.ndim == 4 and x.shape[-1] in (1, 3, 4): x = x[..., 0] if x.shape[-1] == 1 else _to_gray(x.astype(np.float64))
     if x.ndim != 3: raise ImageReadError(f"{p}: {ki} must be N×H×W (or N×H×W×C), got shape {x.shape}")
+    if x.dtype.kind == 'f' and not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))
+        raise ImageReadError(f"{p}: {ki} has NaN or infinite values in {len(bad)} image(s) (first indices: {bad[:5].tolist()})")
     if x.dtype != np.uint8:
         xf = x.astype(np.float64)
         if xf.size and xf.min() >= 0 and xf.max() <= 1 and x.dtype.kind == 'f': xf = xf * 255
-        if xf.size and (xf.min() < 0 or xf.max() > 255): raise ImageReadError(f"{p}: {ki} values outside 0..255")
+        if xf.size and (xf.min() < 0 or xf.max() > 255):
+            raise ImageReadError(f"{p}: {ki} values outside 0..255 (min {xf.min():.4g}, max {xf.max():.4g}); "
+                                 "expected uint8 images or floats in [0, 1]")
         x = np.round(xf).astype(np.uint8)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1: y = y[:, 0]
@@ -256,6 +265,8 @@ class ImageDataset(Dataset):
                  labels=None, # N integer labels, or None (unlabelled: items return -1)
                  size: int | None = None, # resize every image to size×size; None keeps the native size
                  names: list[str] | None = None, # class names, indexed by label
+                 min_size: int | None = None, # raise (or skip) images whose height or width is below this (e.g. the crop size)
+                 skip_bad: bool = False, # replace unreadable/too-small files by the next good one, with a warning, instead of raising
                 ):
         if isinstance(items, (np.ndarray, torch.Tensor)):
             a = items.numpy() if isinstance(items, torch.Tensor) else items
@@ -268,7 +279,10 @@ class ImageDataset(Dataset):
         if labels is not None:
             labels = np.asarray(labels, dtype=np.int64).reshape(-1)
             if len(labels) != n: raise ValueError(f"{n} items but {len(labels)} labels")
-        self.labels, self.size = labels, size
+        self.labels, self.size, self.min_size, self.skip_bad, self.bad = labels, size, min_size, skip_bad, {}
+        if self.array is not None and min_size is not None and min(self.array.shape[1:3]) < min_size:
+            raise ImageReadError(f"images are {self.array.shape[1]}×{self.array.shape[2]}, smaller than the minimum size {min_size} "
+                                 "(the crop size): resize them on load (`size=`/`load_size`) or use a smaller crop")
         self.class_names = list(names) if names is not None else (
             [str(i) for i in range(int(labels.max()) + 1)] if labels is not None and len(labels) else None)
 
@@ -276,17 +290,37 @@ class ImageDataset(Dataset):
 
     def image(self, i: int) -> np.ndarray:
         "The i-th image as float32 H×W in [0, 1] (before resizing)."
-        if self.array is None: return read_image(self.items[i])
+        if self.array is None:
+            x = read_image(self.items[i])
+            if self.min_size is not None and min(x.shape) < self.min_size:
+                raise ImageReadError(f"{self.items[i]}: image is {x.shape[0]}×{x.shape[1]}, smaller than the crop size "
+                                     f"{self.min_size}; resize on load (`load_size`), use a smaller crop, or remove the file")
+            return x
         a = self.array[i]
         if a.dtype == np.uint8: return a.astype(np.float32) / 255
         if a.dtype == np.uint16: return a.astype(np.float32) / 65535
         return a.astype(np.float32)
 
+    def _good_image(self, i: int) -> tuple[np.ndarray, int]:
+        "Image i, or with `skip_bad` the next readable one (wrapping around), recording each bad file once in `self.bad`."
+        n = len(self)
+        for k in range(n):
+            j = (i + k) % n
+            try: return self.image(j), j
+            except (ImageReadError, OSError) as e:
+                if not self.skip_bad or self.array is not None: raise
+                f = str(self.items[j])
+                if f not in self.bad:
+                    self.bad[f] = str(e)
+                    warnings.warn(f"skipping bad image ({len(self.bad)} so far): {e}", BadImageWarning, stacklevel=3)
+        raise ImageReadError(f"none of the {n} images could be read; first problems: {list(self.bad.values())[:3]}")
+
     def __getitem__(self, i):
         if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} images")
-        x = torch.from_numpy(np.ascontiguousarray(self.image(i)))[None]
+        img, j = self._good_image(i % len(self))
+        x = torch.from_numpy(np.ascontiguousarray(img))[None]
         if self.size is not None: x = _resize(x, int(self.size))
-        return x, int(self.labels[i]) if self.labels is not None else -1
+        return x, int(self.labels[j]) if self.labels is not None else -1
 
     def __repr__(self):
         src = 'array' if self.array is not None else 'files'
@@ -294,30 +328,35 @@ class ImageDataset(Dataset):
 
     @classmethod
     def from_folder(cls, root, # folder searched recursively (see `list_images`)
-                    size: int | None = None): # resize to size×size
+                    size: int | None = None, # resize to size×size
+                    **kwargs): # `min_size`, `skip_bad`
         "Unlabelled dataset of every image under `root`."
-        return cls(list_images(root), size=size)
+        return cls(list_images(root), size=size, **kwargs)
 
     @classmethod
     def from_csv(cls, csv_path, # CSV with `image` and `label` columns
                  root=None, # folder the image paths are relative to; None = the CSV's folder
-                 size: int | None = None): # resize to size×size
+                 size: int | None = None, # resize to size×size
+                 **kwargs): # `min_size`, `skip_bad`
         "Labelled dataset from a CSV (see `read_label_csv`)."
         paths, labels, names = read_label_csv(csv_path, root=root)
-        return cls(paths, labels, size=size, names=names)
+        return cls(paths, labels, size=size, names=names, **kwargs)
 
     @classmethod
     def from_npz(cls, path, # MedMNIST-style .npz
                  split: str = 'train', # 'train', 'val'/'valid' or 'test'
-                 size: int | None = None): # resize to size×size
+                 size: int | None = None, # resize to size×size
+                 **kwargs): # `min_size`
         "Labelled dataset from a MedMNIST-style .npz (class names from a `label_names` array when present)."
+        kwargs.pop('skip_bad', None)                        # arrays are checked whole when loaded
         x, y = load_npz(path, split)
         names = None
         with np.load(path, allow_pickle=False) as z:
             if 'label_names' in z.files: names = [str(s) for s in z['label_names']]
-        return cls(x, y, size=size, names=names)
+        try: return cls(x, y, size=size, names=names, **kwargs)
+        except ImageReadError as e: raise ImageReadError(f"{path}: {e}") from e
 
-# %% ../../nbs/01_data.io.ipynb #c049
+# %% ../../nbs/01_data.io.ipynb #c051
 def split_indices(n: int, # number of items
                   valid_pct: float = 0.1, # fraction of items in the validation part, in [0, 1)
                   seed: int = 0, # seed of the private generator

@@ -1,0 +1,124 @@
+"""Exact resuming of pretraining runs: N steps + crash + resume == uninterrupted, mid-epoch, at epoch ends and at the
+dir→dira stage switch (CPU, fixed seed, bit-identical parameters)."""
+import shutil
+import pytest
+import torch
+import torch.nn as nn
+
+from dira_nb.tvcompat import torchvision
+from dira_nb.models.encoders import ResNetEncoder, register_encoder
+from dira_nb.pretrain import pretrain, PretrainConfig
+from dira_nb.callback.core import Callback
+from dira_nb.checkpoint import load_checkpoint, CheckpointError
+
+
+def tiny_encoder(in_chans=1):
+    "A ResNet with one block per stage and widths 8–64 and the ResNetEncoder API, so resume tests run in seconds."
+    enc = ResNetEncoder("resnet18", in_chans)
+    b, block = enc.body, torchvision.models.resnet.BasicBlock
+    b.inplanes = 8
+    b.conv1, b.bn1 = nn.Conv2d(in_chans, 8, 7, 2, 3, bias=False), nn.BatchNorm2d(8)
+    b.layer1, b.layer2 = b._make_layer(block, 8, 1), b._make_layer(block, 16, 1, stride=2)
+    b.layer3, b.layer4 = b._make_layer(block, 32, 1, stride=2), b._make_layer(block, 64, 1, stride=2)
+    enc.channels, enc.out_dim = (8, 8, 16, 32, 64), 64
+    return enc
+
+
+register_encoder("tiny_test", tiny_encoder)
+
+# 8 training images, batch 4 → 2 steps per epoch; stage dir: epochs 0-1 (steps 1-4), stage dira: epoch 0 (steps 5-6)
+CFG = dict(backbone="tiny_test", image_size=32, epochs_dir=2, epochs_dira=1, batch_size=4, max_images=8, snapshots=0,
+           moco_k=16, num_workers=0, seed=3, options=dict(decoder_channels=(32, 16, 16, 8, 8)))
+
+
+class Crash(Exception):
+    "Stands in for a killed process."
+
+
+class CrashAt(Callback):
+    "Raise `Crash` right after global step `step` (after every other callback, so checkpoints of that step exist)."
+    order = 300
+    def __init__(self, step): self.step = step
+    def after_batch(self):
+        if self.learn.train_iter == self.step and self.learn.stage == self.stage_name: raise Crash(self.step)
+
+
+def crash_at(step):
+    "A crash after global step `step` of the whole run (steps 1-4 are stage dir, 5-6 stage dira)."
+    cb = CrashAt(step if step <= 4 else step - 4)
+    cb.stage_name = "dir" if step <= 4 else "dira"
+    return cb
+
+
+def same_params(a, b):
+    "Names of state entries that differ (empty when bit-identical)."
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    return [k for k in sa if not torch.equal(sa[k], sb[k])]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    return pretrain(PretrainConfig(out=str(out), checkpoint_every=1, **CFG), quiet=True)
+
+
+@pytest.mark.parametrize("step,where", [(1, "mid-epoch, stage dir"), (2, "epoch end"), (4, "stage switch dir→dira"),
+                                        (5, "mid-epoch, stage dira")])
+def test_resume_is_bit_identical(reference, tmp_path, step, where):
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        pretrain(PretrainConfig(out=str(out), checkpoint_every=1, **CFG), cbs=[crash_at(step)], quiet=True)
+    meta = load_checkpoint(out / "resume.pt")["meta"]
+    stage_steps = step if step <= 4 else step - 4
+    assert meta["train_iter"] == stage_steps, (where, meta["train_iter"])
+    res = pretrain(resume=True, out=str(out), quiet=True)
+    assert same_params(reference["method"], res["method"]) == [], where
+    assert res["summary"]["status"] == "finished" and res["summary"]["resumed_from_step"] == stage_steps
+    # the logs hold each epoch exactly once, with the same values as the uninterrupted run
+    for stage in ("dir", "dira"):
+        assert [h["train_loss"] for h in res["histories"][stage]] == [h["train_loss"] for h in reference["histories"][stage]]
+        rows = (out / stage / "history.csv").read_text().strip().splitlines()
+        assert len(rows) == 1 + len(reference["histories"][stage])
+
+
+def test_resume_from_epoch_end_redoes_lost_steps(reference, tmp_path):
+    "With checkpoints only at epoch ends, a crash mid-epoch loses that epoch's steps, which the resumed run redoes exactly."
+    out = tmp_path / "run"
+    with pytest.raises(Crash):
+        pretrain(PretrainConfig(out=str(out), checkpoint_every=0, **CFG), cbs=[crash_at(3)], quiet=True)
+    assert load_checkpoint(out / "resume.pt")["meta"]["train_iter"] == 2        # the end of epoch 0
+    res = pretrain(resume=True, out=str(out), quiet=True)
+    assert same_params(reference["method"], res["method"]) == []
+
+
+def test_resume_state_holds_everything(reference):
+    ck = load_checkpoint(reference["run_dir"] / "resume.pt")
+    ts = ck["training_state"]
+    assert set(ts["optimizer_state"]) == {"G", "D"}
+    keys = set(ts["method_state"])
+    assert "queue.queue" in keys and "queue.ptr" in keys
+    assert any(k.startswith("key_encoder.") for k in keys) and any(k.startswith("discriminator.") for k in keys)
+    assert {"python", "numpy", "torch"} <= set(ts["rng"])
+    assert ts["loop"]["epoch"] == 1 and ts["loop"]["iter_done"] == 0                # stage dira finished
+    assert ck["meta"]["stage"] == "dira" and ck["meta"]["stage_index"] == 1
+    assert "recorder" in ts["callbacks"] and "save_checkpoint" in ts["callbacks"]
+
+
+def test_resume_refuses_changed_settings_and_overwrites(reference, tmp_path):
+    run = reference["run_dir"]
+    with pytest.raises(ValueError, match="cannot resume with changed settings lr"):
+        pretrain(resume=True, out=str(run), lr=0.5, quiet=True)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        pretrain(PretrainConfig(out=str(run), **CFG), quiet=True)
+    with pytest.raises(CheckpointError, match="no resume checkpoint"):
+        pretrain(resume=tmp_path / "nothing_here", quiet=True)
+
+
+def test_resume_true_on_empty_folder_starts_fresh_and_cleans_temp_files(reference, tmp_path):
+    out = tmp_path / "fresh"
+    out.mkdir()
+    (out / ".resume.pt.abc.tmp").write_bytes(b"half a checkpoint")
+    res = pretrain(PretrainConfig(out=str(out), checkpoint_every=1, **CFG), resume=True, quiet=True)
+    assert not (out / ".resume.pt.abc.tmp").exists()
+    assert same_params(reference["method"], res["method"]) == []
