@@ -17,6 +17,7 @@ from ..models.unet import UNet
 from ..models.discriminator import PatchDiscriminator
 from ..models.heads import MoCoHead, BarlowTwinsProjector, SimSiamProjector, SimSiamPredictor
 from ..data.views import DiRAViews
+from ..distributed import is_distributed, concat_all_gather, shuffled_forward
 from ..losses import (info_nce_loss, MoCoQueue, momentum_update, barlow_twins_loss, simsiam_loss,
                             restoration_loss, lsgan_generator_loss, lsgan_discriminator_loss)
 
@@ -97,12 +98,13 @@ class DiRA(Method):
 
     @torch.no_grad()
     def _keys(self, x):
-        "MoCo keys of `x` from the momentum branch, with in-process shuffle-BN over random sub-batches."
+        "MoCo keys of `x` from the momentum branch, with shuffle-BN (across ranks when distributed, else over sub-batches)."
+        encode = lambda part: self.key_head(self.key_encoder.pool(self.key_encoder(part)))
+        if is_distributed(): return F.normalize(shuffled_forward(encode, x), dim=1)   # MoCo's cross-rank shuffle
         b = x.shape[0]
         groups = max(1, min(self.config.shuffle_bn_groups, b // 2))
         perm = torch.randperm(b, device=x.device)
-        chunks = [self.key_head(self.key_encoder.pool(self.key_encoder(part))) for part in x[perm].chunk(groups)]
-        k = torch.cat(chunks)[torch.argsort(perm)]
+        k = torch.cat([encode(part) for part in x[perm].chunk(groups)])[torch.argsort(perm)]
         return F.normalize(k, dim=1)
 
     def _forward(self, batch: dict, update_momentum: bool) -> dict:
@@ -148,7 +150,7 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
     c = self.config
     out, total = {}, 0.0
     if c.discriminative == "moco":
-        l_dis, logits = info_nce_loss(pred["q"], pred["k"], self.queue.queue.clone().detach(), c.temperature)
+        l_dis, logits = info_nce_loss(pred["q"], pred["k"], self.queue.queue, c.temperature)   # it copies the queue
         out["moco_acc"] = (logits.argmax(1) == 0).float().mean().detach()
     elif c.discriminative == "barlow": l_dis = barlow_twins_loss(pred["z1"], pred["z2"], c.barlow_lambda)
     elif c.discriminative == "simsiam": l_dis = simsiam_loss(pred["p1"], pred["p2"], pred["z1"], pred["z2"])
@@ -168,25 +170,33 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
 def _discriminator_loss(self: DiRA, batch: dict, pred: dict) -> dict | None:
     "LSGAN loss of the PatchGAN on clean targets (real) and detached restorations (fake)."
     if not self.config.adversarial: return None
-    d_real = self.discriminator(batch["target"])
-    d_fake = self.discriminator(pred["recon"].detach())
+    target, fake = batch["target"], pred["recon"].detach()
+    # one pass over real and fake together: D normalises per image (InstanceNorm), so this equals two separate passes
+    d_real, d_fake = self.discriminator(torch.cat([target, fake.to(target.dtype)])).split([len(target), len(fake)])
     return dict(loss_d=lsgan_discriminator_loss(d_real, d_fake),
                 d_real=d_real.detach().mean(), d_fake=d_fake.detach().mean())
 
 DiRA.generator_loss, DiRA.discriminator_loss = _generator_loss, _discriminator_loss
 
 # %% ../../nbs/41_methods.dira.ipynb #c015
+def _fast_optimizer_flags(params: list) -> dict:
+    "`fused=True` when every parameter is on CUDA (one kernel per step), else `foreach=True` (multi-tensor ops)."
+    on_cuda = bool(params) and all(p.is_cuda for p in params)
+    return dict(fused=True) if on_cuda else dict(foreach=True)
+
 def _configure_optimizers(self: DiRA) -> dict:
     "SGD for the generator, Adam for the discriminator (when adversarial)."
     c = self.config
     g_params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
-    opts = dict(G=torch.optim.SGD(g_params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay))
-    if c.adversarial: opts["D"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=c.betas_d)
+    fast = _fast_optimizer_flags(g_params)
+    opts = dict(G=torch.optim.SGD(g_params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, **fast))
+    if c.adversarial:
+        opts["D"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=c.betas_d, **fast)
     return opts
 
 def _after_update(self: DiRA, batch: dict, pred: dict) -> None:
-    "Push this step's keys into the MoCo queue."
-    if self.config.discriminative == "moco": self.queue.enqueue(pred["k"])
+    "Push this step's keys — gathered from every rank when distributed — into the MoCo queue."
+    if self.config.discriminative == "moco": self.queue.enqueue(concat_all_gather(pred["k"]))
 
 @torch.no_grad()
 def _validation_step(self: DiRA, batch: dict) -> dict:
