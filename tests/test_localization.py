@@ -1,0 +1,262 @@
+"""Lesion-localization scores and ground-truth readers (`dira_nb.eval.localization`)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from dira_nb.data.phantom import read_boxes
+from dira_nb.eval.localization import (Box, GroundTruth, accuracy_curve, boxes_to_mask, box_iobb, box_iou,
+                                       heatmap_auroc, heatmap_to_region, load_ground_truth, load_sample_lesions,
+                                       load_lesion_set, localization_scores, localization_summary, localization_table,
+                                       localize, pointing_game, read_box_csv, read_mask, resolve_target, scale_boxes)
+
+
+def square(x0, y0, x1, y1, size=32):
+    return boxes_to_mask([Box(x0, y0, x1, y1)], size).astype(np.float64)
+
+
+# ---------------------------------------------------------------- metrics on hand-made cases
+def test_perfect_heatmap_scores_one():
+    gt = GroundTruth.from_boxes([Box(8, 6, 20, 14)], 32)
+    h = gt.mask.astype(float)
+    for region in ("box", "mask"):
+        r = localize(h, gt, 0.5, region=region)
+        assert r["iou"] == 1.0 and r["iobb"] == 1.0
+        assert r["pred_box"] == Box(8, 6, 20, 14)
+    p = pointing_game(h, gt)
+    assert p["hit"] and p["distance"] == 0.0
+    assert heatmap_auroc(h, gt) == 1.0
+
+
+def test_shifted_box_known_iou():
+    gt = GroundTruth.from_boxes([Box(10, 10, 20, 20)], 32)
+    # shifted 5 px right: overlap 5×10 = 50, union 100 + 100 − 50 = 150
+    r = localize(square(15, 10, 25, 20), gt, 0.5)
+    assert r["iou"] == pytest.approx(1 / 3) and r["iobb"] == pytest.approx(0.5)
+    assert box_iou(Box(10, 10, 20, 20), Box(15, 10, 25, 20)) == pytest.approx(1 / 3)
+    # shifted 2 px right and 2 px down: overlap 8×8 = 64, union 136
+    r = localize(square(12, 12, 22, 22), gt, 0.5)
+    assert r["iou"] == pytest.approx(64 / 136) and r["iobb"] == pytest.approx(0.64)
+    assert box_iobb(Box(12, 12, 22, 22), Box(10, 10, 20, 20)) == pytest.approx(0.64)
+    # disjoint
+    assert localize(square(25, 25, 30, 30), gt, 0.5)["iou"] == 0.0
+
+
+def test_iobb_is_over_the_predicted_box():
+    gt = GroundTruth.from_boxes([Box(0, 0, 20, 20)], 32)
+    small = localize(square(5, 5, 10, 10), gt, 0.5)        # prediction inside the lesion: IoBB 1, IoU 25/400
+    assert small["iobb"] == 1.0 and small["iou"] == pytest.approx(25 / 400)
+
+
+def test_threshold_changes_the_region():
+    yy, xx = np.mgrid[:32, :32]
+    h = np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / (2 * 4.0 ** 2))
+    sizes = [heatmap_to_region(h, t).sum() for t in (0.2, 0.5, 0.8)]
+    assert sizes[0] > sizes[1] > sizes[2] > 0
+    gt = GroundTruth.from_boxes([Box(12, 12, 21, 21)], 32)
+    ious = [localize(h, gt, t)["iou"] for t in (0.2, 0.5, 0.8)]
+    assert len(set(ious)) == 3
+
+
+def test_pointing_game_miss_and_tolerance():
+    gt = GroundTruth.from_boxes([Box(10, 10, 20, 20)], 32)
+    h = np.zeros((32, 32)); h[14, 24] = 1.0                  # 5 px right of the last lesion column (19)
+    p = pointing_game(h, gt)
+    assert not p["hit"] and p["peak"] == (14, 24) and p["distance"] == pytest.approx(5.0)
+    assert not pointing_game(h, gt, tolerance=4.9)["hit"]
+    assert pointing_game(h, gt, tolerance=5)["hit"]
+    assert not pointing_game(np.full((32, 32), 0.7), gt)["hit"]   # a flat map points nowhere
+
+
+def test_auroc_mask_and_constant():
+    m = np.zeros((16, 16)); m[3:7, 4:12] = 1
+    gt = GroundTruth.from_mask(m)
+    assert heatmap_auroc(m, gt) == 1.0
+    assert heatmap_auroc(np.full((16, 16), 0.4), gt) == 0.5
+    assert heatmap_auroc(1 - m, gt) == 0.0
+    rng = np.random.default_rng(0)
+    from sklearn.metrics import roc_auc_score
+    h = rng.random((16, 16))
+    assert heatmap_auroc(h, gt) == pytest.approx(roc_auc_score(m.ravel(), h.ravel()))
+
+
+def test_empty_ground_truth_raises():
+    h = np.zeros((8, 8)); h[2, 2] = 1
+    for fn in (localize, pointing_game, heatmap_auroc):
+        with pytest.raises(ValueError, match="no lesion pixel"):
+            fn(h, GroundTruth(np.zeros((8, 8), bool)))
+
+
+def test_bad_heatmap_rejected():
+    gt = GroundTruth.from_boxes([Box(1, 1, 3, 3)], 8)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        localize(np.full((8, 8), 2.0), gt)
+    with pytest.raises(ValueError, match="8×8"):
+        localize(np.zeros((4, 4)), gt)
+
+
+def test_multiple_lesions_best_and_union():
+    gt = GroundTruth.from_boxes([Box(2, 2, 6, 6), Box(20, 20, 24, 24)], 32)
+    h = square(2, 2, 6, 6)
+    assert localize(h, gt, match="best")["iou"] == 1.0
+    assert localize(h, gt, match="union")["iou"] == pytest.approx(0.5)
+
+
+def test_accuracy_curve_strict():
+    np.testing.assert_allclose(accuracy_curve([0.1, 0.5, 0.9, np.nan], [0.1, 0.5]), [2 / 3, 1 / 3])
+
+
+# ---------------------------------------------------------------- readers
+def test_read_chestxray14_layout(tmp_path):
+    p = tmp_path / "BBox_List_2017.csv"
+    p.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
+                 "00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661,,,\n"
+                 "00014716_007.png,Nodule,512,256,102.4,51.2,,,\n"
+                 "\n")
+    b = read_box_csv(p)
+    assert set(b) == {"00013118_008.png", "00014716_007.png"}
+    nod = b["00014716_007.png"][0]
+    assert nod == Box(512, 256, 614.4, 307.2, "Nodule")
+    assert read_box_csv(p, label="Nodule").keys() == {"00014716_007.png"}
+    # scaled to a 128-px image: ×1/8
+    g = load_ground_truth(["imgs/00014716_007.png", "00013118_008.png"], 128, boxes=p, src_shape=1024, label="Nodule")
+    assert g[0].boxes[0].x0 == pytest.approx(64) and g[0].boxes[0].x1 == pytest.approx(76.8)
+    assert g[0].mask.sum() == 13 * 6 and g[1].empty
+
+
+def test_read_plain_and_corner_layouts(tmp_path):
+    p = tmp_path / "plain.csv"
+    p.write_text("image,label,x,y,w,h\na.png,Mass,1,2,3,4\na.png,Nodule,10,10,2,2\n")
+    assert read_box_csv(p)["a.png"] == [Box(1, 2, 4, 6, "Mass"), Box(10, 10, 12, 12, "Nodule")]
+    c = tmp_path / "corners.csv"
+    c.write_text("image,x0,y0,x1,y1\nimages/b.png,4,5,8,9\n")
+    assert read_box_csv(c) == {"images/b.png": [Box(4, 5, 8, 9)]}
+
+
+@pytest.mark.parametrize("row,msg", [("a.png,Mass,1,2,0,4", "line 3: empty box"),
+                                     ("a.png,Mass,1,two,3,4", "line 3: box coordinates"),
+                                     (",Mass,1,2,3,4", "line 3: empty image name"),
+                                     ("a.png,Mass,1,2,nan,4", "line 3: non-finite")])
+def test_bad_rows_name_file_and_line(tmp_path, row, msg):
+    p = tmp_path / "boxes.csv"
+    p.write_text(f"image,label,x,y,w,h\nok.png,Mass,1,2,3,4\n{row}\n")
+    with pytest.raises(ValueError, match=msg) as e:
+        read_box_csv(p)
+    assert "boxes.csv" in str(e.value)
+
+
+def test_unknown_layout_and_missing(tmp_path):
+    p = tmp_path / "odd.csv"
+    p.write_text("image,left,top\na.png,1,2\n")
+    with pytest.raises(ValueError, match="cannot tell the box layout"):
+        read_box_csv(p)
+    c = tmp_path / "c.csv"
+    c.write_text("image,x0,y0,x1,y1\na.png,1,1,3,3\n")
+    with pytest.raises(KeyError, match="no box for image 'b.png'"):
+        load_ground_truth(["b.png"], 8, boxes=c, missing="error")
+
+
+def test_lesion_set_from_folder_scales_per_image(tmp_path):
+    d = tmp_path / "imgs"; (d / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((200, 100), np.uint8)).save(d / "a" / "wide.png")      # H=200, W=100
+    Image.fromarray(np.zeros((50, 50), np.uint8)).save(d / "small.png")
+    Image.fromarray(np.zeros((50, 50), np.uint8)).save(d / "normal.png")
+    csv = tmp_path / "b.csv"
+    csv.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\nwide.png,Mass,10,20,30,40,,,\nsmall.png,Nodule,5,5,10,10,,,\n")
+    s = load_lesion_set(d, size=20, boxes=csv)
+    assert s.names == ["a/wide.png", "small.png"] and s.images.shape == (2, 1, 20, 20)
+    assert s.gts[0].boxes[0] == Box(2, 2, 8, 6, "Mass")                                # x ×20/100, y ×20/200
+    assert s.gts[1].boxes[0] == Box(2, 2, 6, 6, "Nodule")                              # ×20/50
+    assert len(load_lesion_set(d, size=20, boxes=csv, only_with_gt=False)) == 3
+    with pytest.raises(ValueError, match="different sizes"):
+        load_lesion_set(d, boxes=csv)
+
+
+def test_resolve_target():
+    lin = lambda c: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, c))
+    x = torch.rand(2, 1, 8, 8)
+    assert resolve_target(lin(1), x) == 0 and resolve_target(lin(2), x) == 1
+    assert resolve_target(lin(4), x, 2) == 2
+    with pytest.raises(ValueError, match="ambiguous"):
+        resolve_target(lin(4), x)
+
+
+def test_sample_boxes_agree_with_phantom_reader(samples_dir):
+    ours = read_box_csv(samples_dir / "boxes.csv")
+    ref = read_boxes(samples_dir)
+    for k, v in ref.items():
+        assert [tuple(int(c) for c in (b.x0, b.y0, b.x1, b.y1)) for b in ours.get(k, [])] == list(v)
+
+
+def test_mask_folder_and_resize(tmp_path):
+    d = tmp_path / "masks"; d.mkdir()
+    m = np.zeros((40, 40), np.uint8); m[10:20, 20:30] = 255
+    Image.fromarray(m).save(d / "case1.png")
+    assert read_mask(d / "case1.png").sum() == 100
+    g = load_ground_truth(["scans/case1.jpg", "case2.png"], 20, mask_dir=d)
+    assert g[0].kind == "mask" and g[0].mask.sum() == 25 and g[0].boxes == [Box(10, 5, 15, 10)]
+    assert g[1].empty
+    with pytest.raises(FileNotFoundError, match="case2"):
+        load_ground_truth(["case2.png"], 20, mask_dir=d, missing="error")
+    assert scale_boxes([Box(0, 0, 40, 20)], (40, 80), 20) == [Box(0, 0, 10, 10)]
+
+
+def test_sample_masks_inside_boxes(samples_dir):
+    b = load_sample_lesions("valid", size=64, gt="box", dir=samples_dir)
+    m = load_sample_lesions("valid", size=64, gt="mask", dir=samples_dir)
+    assert b.names == m.names and len(b) > 0
+    for gb, gm in zip(b.gts, m.gts):
+        assert (gm.mask & ~gb.mask).sum() <= 0.1 * gm.mask.sum()
+
+
+# ---------------------------------------------------------------- dataset scores
+def test_scores_with_precomputed_heatmaps(samples_dir):
+    s = load_sample_lesions("valid", size=64, gt="mask", lesions_only=False, dir=samples_dir)
+    oracle = np.stack([g.mask.astype(np.float32) for g in s.gts])
+    res = localization_scores(None, s, heatmaps=oracle, region="mask")
+    assert res["n"] == int((s.labels == 1).sum()) and res["n_skipped"] == int((s.labels == 0).sum())
+    assert res["pointing_game"] == 1.0 and res["heatmap_auroc"] == 1.0
+    np.testing.assert_allclose(res["mean_iou"], 1.0)
+    assert np.isnan(res["iou"][~res["scored"]]).all()
+    assert res["summary"]["iou_acc@0.5"] == 1.0
+    tab = localization_table({"oracle": res}, thresholds=[0.5])
+    assert "| oracle | 0.5 |" in tab
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, stride=2),
+                                      nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def test_end_to_end_with_tiny_classifier(samples_dir):
+    torch.manual_seed(0)
+    train = load_sample_lesions("train", size=48, lesions_only=False, dir=samples_dir)
+    clf = TinyCNN()
+    opt = torch.optim.Adam(clf.parameters(), lr=3e-3)
+    y = torch.as_tensor(train.labels)
+    for _ in range(15):
+        loss = nn.functional.cross_entropy(clf(train.images), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    clf.eval()
+    val = load_sample_lesions("valid", size=48, gt="box", dir=samples_dir)
+    val = type(val)(val.images[:6], val.gts[:6], val.names[:6], val.labels[:6])
+    res = localization_scores(clf, val, thresholds=(0.3, 0.5), report_threshold=0.5)   # target 'positive' → 1
+    assert res["heatmaps"].shape == (6, 48, 48)
+    assert res["heatmaps"].min() >= 0 and res["heatmaps"].max() <= 1
+    assert res["n"] == 6 and 0 <= res["n_flat"] <= 6
+    for k in ("iou", "iobb"):
+        assert res[k].shape == (6, 2) and ((res[k] >= 0) & (res[k] <= 1)).all()
+    assert 0 <= res["pointing_game"] <= 1 and 0 <= res["heatmap_auroc"] <= 1
+    assert set(localization_summary(res, 0.3)) >= {"pointing_game", "heatmap_auroc", "mean_iou", "iou_acc@0.3"}
+    # the per-image numbers are the metric functions' numbers
+    i = 2
+    assert res["iou"][i, 1] == localize(res["heatmaps"][i], val.gts[i], 0.5)["iou"]
+    with pytest.raises(ValueError, match="report_threshold"):
+        localization_scores(clf, val, thresholds=(0.3,), report_threshold=0.5)
