@@ -11,14 +11,14 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['build_parser', 'run_benchmark_cli', 'main']
 
 # %% ../nbs/70_cli.ipynb #c005
 _HELP = dict(
     data="'samples' (bundled phantoms), an image folder (PNG/JPEG/DICOM, recursive), a CSV of image paths, or a MedMNIST .npz",
     out="run folder to write (created)",
-    method="dira (two stages), dir, di, r, ra, dira_barlow, dira_simsiam",
-    backbone="resnet18, resnet34 or resnet50",
+    method="dira (two stages), dir, di, r, ra, dira_barlow, dira_simsiam; ld, ld_cs, ld_r, ld_ra; ace, ace_r, ace_ra",
+    backbone="resnet18, resnet34, resnet50, vgg_ld (LD), vit_nano/vit_tiny/vit_small (ACE); default: the method's own",
     image_size="training crop size in pixels",
     load_size="resize images to this size when loading (default: native)",
     epochs_dir="stage-1 (dir) epochs of two-stage methods",
@@ -26,7 +26,7 @@ _HELP = dict(
     epochs="epochs of single-stage methods (default: epochs-dir + epochs-dira)",
     batch_size="batch size (stage 1 and single-stage methods)",
     batch_size_dira="stage-2 batch size (paper: 16; default: --batch-size)",
-    lr="SGD learning rate of the U-Net (paper: 0.03)",
+    lr="generator learning rate (default: the method's own; DiRA: SGD 0.03)",
     moco_k="MoCo queue length (default: min(4096, training images))",
     valid_pct="held-out fraction when the data has no split column",
     max_images="use at most this many training images",
@@ -35,7 +35,15 @@ _HELP = dict(
     seed="random seed",
     num_workers="DataLoader worker processes",
     snapshots="images per reconstruction picture (0: none)",
+    checkpoint_every="also write the resume checkpoint every N steps (0: at epoch ends)",
+    on_nan="stop (checkpoint + clear error) or skip the step when a loss is NaN/Inf",
+    skip_bad="skip unreadable or too-small images with a warning (counted in summary.json)",
+    precision="fp32, bf16 (autocast) or auto (bf16 where the hardware is fast at it)",
+    channels_last="channels-last memory format",
+    compile="torch.compile the U-Net, key encoder and discriminator (GPU)",
+    sync_bn="multi-GPU (torchrun) runs: SyncBatchNorm",
 )
+_CHOICES = dict(on_nan=["stop", "skip"], precision=["fp32", "bf16", "auto"])
 
 def _add_pretrain_args(p: argparse.ArgumentParser):
     from dira_nb.pretrain import PretrainConfig
@@ -43,16 +51,20 @@ def _add_pretrain_args(p: argparse.ArgumentParser):
     p.add_argument("--discriminative", choices=["moco", "barlow", "simsiam", "none"],
                    help="swap the discriminative ingredient of the chosen method")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
+                   help="continue an interrupted run (its folder or resume.pt; without a value: the --out folder)")
+    p.add_argument("--report", action="store_true", help="also write RUN/report/index.html when training ends")
     for f in fields(PretrainConfig):
         if f.name == "options": continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool",) or isinstance(f.default, bool):
             p.add_argument(flag, action="store_true", default=None, help=_HELP.get(f.name))
         else:
-            typ = {"int": int, "float": float, "int | None": int, "str": str}.get(str(f.type), str)
+            typ = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str}.get(str(f.type), str)
             if isinstance(f.default, float): typ = float
             elif isinstance(f.default, int): typ = int
-            p.add_argument(flag, type=typ, default=None, help=f"{_HELP.get(f.name, '')} (default: {f.default})")
+            p.add_argument(flag, type=typ, default=None, choices=_CHOICES.get(f.name),
+                           help=f"{_HELP.get(f.name, '')} (default: {f.default})")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `dira-nb` argument parser with its subcommands."
@@ -76,7 +88,56 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
     ms.add_argument("--seed", type=int, default=0, help="seed (same seed, same images)")
     sub.add_parser("list", help="list registered methods and encoders")
+    rp = sub.add_parser("report", help="write a self-contained HTML report (and PNGs) of a run folder")
+    rp.add_argument("run", type=Path, help="a run folder written by `dira-nb pretrain`")
+    rp.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/report)")
+    rp.add_argument("--n-probe", type=int, default=64, help="probe images in the embedding map (default: 64)")
+    rp.add_argument("--how", choices=["umap", "pca"], default="umap", help="embedding reduction (default: umap)")
+    bm = sub.add_parser("benchmark", help="pretrain random/di/dir/dira under one budget and compare transfer scores",
+                        epilog="Writes quality.md and quality.json (command, hardware, budget, tables) into --out.")
+    _add_benchmark_args(bm)
+    ev = sub.add_parser("evaluate", help="linear probe, kNN and fine-tuning of one run's encoder",
+                        epilog="Uses the benchmark's budget flags; results are printed as JSON.")
+    ev.add_argument("run", help="a run folder, backbone file or checkpoint ('random' for an untrained encoder)")
+    _add_benchmark_args(ev, evaluate=True)
     return p
+
+def _add_benchmark_args(p: argparse.ArgumentParser, evaluate: bool = False):
+    from dira_nb.eval.benchmark import BenchmarkConfig
+    d = BenchmarkConfig()
+    p.add_argument("--tiny", action="store_true", help="tiny budget for smoke tests (16 px, 4 pretraining steps)")
+    if not evaluate:
+        p.add_argument("--methods", nargs="+", default=None, help=f"methods ('random' = no pretraining); default {list(d.methods)}")
+        p.add_argument("--batch-size", type=int, default=None, help=f"pretraining batch (default {d.batch_size})")
+        p.add_argument("--pretrain-steps", type=int, default=None, help=f"total pretraining steps per method (default {d.pretrain_steps})")
+        p.add_argument("--lr", type=float, default=None, help=f"pretraining SGD lr (default {d.lr})")
+        p.add_argument("--out", default=None, help=f"results folder (default {d.out})")
+        p.add_argument("--seed", type=int, default=None, help="pretraining seed")
+    p.add_argument("--datasets", nargs="+", default=None, choices=["pneumonia", "samples"], help=f"default {list(d.datasets)}")
+    p.add_argument("--pneumonia-npz", default=None, help="PneumoniaMNIST .npz (default ../shared/data/pneumoniamnist28/...)")
+    p.add_argument("--backbone", default=None, help=f"default {d.backbone}")
+    p.add_argument("--image-size", type=int, default=None, help=f"default {d.image_size}")
+    p.add_argument("--probe-train", type=int, default=None, help="cap on labelled images of the linear probe / kNN")
+    p.add_argument("--test-images", type=int, default=None, help="cap on test (and validation) images")
+    p.add_argument("--knn-k", type=int, default=None)
+    p.add_argument("--finetune-steps", type=int, default=None)
+    p.add_argument("--finetune-batch", type=int, default=None)
+    p.add_argument("--finetune-lr", type=float, default=None)
+    p.add_argument("--fractions", nargs="+", type=float, default=None, help="label fractions, e.g. 0.01 0.1 0.25 1")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="fine-tuning seeds")
+    p.add_argument("--no-localization", action="store_true", help="skip Grad-CAM localization on data_samples lesions")
+    p.add_argument("--cam-layer", default=None, help="encoder stage for Grad-CAM (layer1..layer4)")
+    p.add_argument("--segmentation-steps", type=int, default=None, help="lung U-Net fine-tuning steps (0 skips)")
+    p.add_argument("--device", default=None, help="auto / cpu / cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+
+def _benchmark_config(a: argparse.Namespace):
+    "The `BenchmarkConfig` that parsed benchmark/evaluate flags describe."
+    from dira_nb.eval.benchmark import BenchmarkConfig
+    names = {f.name for f in fields(BenchmarkConfig)}
+    over = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(a).items() if k in names and v is not None}
+    if a.no_localization: over["localization"] = False
+    return BenchmarkConfig.tiny(**over) if a.tiny else BenchmarkConfig(**over)
 
 # %% ../nbs/70_cli.ipynb #c007
 def _cmd_pretrain(args) -> int:
@@ -93,14 +154,54 @@ def _cmd_pretrain(args) -> int:
     if args.discriminative is not None:
         base.setdefault("options", {})
         base["options"] = {**base["options"], "discriminative": None if args.discriminative == "none" else args.discriminative}
-    try: cfg = PretrainConfig.from_dict(base)
-    except ValueError as e: raise SystemExit(f"dira-nb: {e}")
-    res = pretrain(cfg, quiet=args.quiet)
+    if args.resume is not None:      # the stored run config is the base; only the flags given here may change it
+        given = {k: v for k, v in base.items() if k != "options"}
+        res = pretrain(resume=args.resume, quiet=args.quiet, **given)
+    else:
+        try: cfg = PretrainConfig.from_dict(base)
+        except ValueError as e: raise SystemExit(f"dira-nb: {e}")
+        res = pretrain(cfg, quiet=args.quiet)
+    if "final" not in res: return 0                       # a non-zero rank of a torchrun launch
     print(f"run folder: {res['run_dir']}")
     for s in res["summary"]["stages"]:
         fin = {k: round(v, 4) for k, v in s["final"].items() if isinstance(v, float) and k.startswith(("train_loss", "valid_loss"))}
         print(f"  stage {s['stage']:5s} {s['epochs']} epochs in {s['seconds']:.1f}s  {fin}")
     print(f"final checkpoint: {res['final']}\nbackbone: {res['backbone']}")
+    for w in res.get("warnings", []): print(f"warning: {w.get('message', w) if isinstance(w, dict) else w}")
+    if args.report:
+        from dira_nb.report import write_report
+        print(f"report: {write_report(res['run_dir'])}")
+    return 0
+
+def _cmd_report(args) -> int:
+    from dira_nb.report import write_report
+    print(f"wrote {write_report(args.run, out=args.out, n_probe=args.n_probe, how=args.how)}")
+    return 0
+
+def run_benchmark_cli(argv: list | None = None, # benchmark flags (see `dira-nb benchmark --help`)
+                      command: str | None = None, # command line recorded with the results
+                     ) -> int:
+    "Parse benchmark flags and run the quality benchmark (used by `dira-nb benchmark` and `bench/quality.py`)."
+    p = argparse.ArgumentParser(prog="dira-nb benchmark"); _add_benchmark_args(p)
+    return _cmd_benchmark(p.parse_args(argv), command=command)
+
+def _cmd_benchmark(args, command: str | None = None) -> int:
+    import shlex, time, torch
+    from dira_nb.eval.benchmark import run_benchmark
+    if args.threads: torch.set_num_threads(args.threads)
+    cfg = _benchmark_config(args)
+    t0 = time.time()
+    run_benchmark(cfg, command=command or "dira-nb " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    print(f"wrote {cfg.out}/quality.md and quality.json in {time.time() - t0:.0f} s")
+    return 0
+
+def _cmd_evaluate(args) -> int:
+    import torch
+    from dira_nb.eval.benchmark import benchmark_data, evaluate_encoder
+    if args.threads: torch.set_num_threads(args.threads)
+    cfg = _benchmark_config(args)
+    res = {ds: evaluate_encoder(args.run, benchmark_data(ds, cfg), cfg, with_samples_extras=ds == "samples") for ds in cfg.datasets}
+    print(json.dumps(res, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
     return 0
 
 def _cmd_export(args) -> int:
@@ -136,8 +237,10 @@ def main(argv: list | None = None, # arguments (default: sys.argv[1:])
         ) -> int:
     "Entry point of the `dira-nb` console command."
     args = build_parser().parse_args(argv)
-    cmd = dict(pretrain=_cmd_pretrain, info=_cmd_info, list=_cmd_list, **{"export-backbone": _cmd_export, "make-samples": _cmd_samples})
+    cmd = dict(pretrain=_cmd_pretrain, info=_cmd_info, list=_cmd_list, report=_cmd_report, benchmark=_cmd_benchmark,
+               evaluate=_cmd_evaluate, **{"export-backbone": _cmd_export, "make-samples": _cmd_samples})
     try: return cmd[args.command](args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, FileExistsError, PermissionError, ValueError, RuntimeError, FloatingPointError) as e:
+        # ImageReadError, CheckpointError, NonFiniteLossError and torch.OutOfMemoryError derive from these
         print(f"dira-nb {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -95,7 +95,7 @@ class ReconstructionSnapshots(Callback):
     def snapshot(self, path: str | Path) -> Path | None:
         "Restore the fixed batch with the current model and save its grid to `path` (None without a decoder)."
         dev = next(self.learn.method.parameters()).device
-        x1 = self.batch["x1"].to(dev)
+        x1 = self.batch.get("x_res", self.batch["x1"]).to(dev)   # LD keeps its distorted input apart, as `x_res`
         rec = self.learn.method.reconstruct(x1)
         if rec is None: return None
         rows = recon_rows(x1.cpu(), rec.cpu(), self.batch["target"], n=self.n)
