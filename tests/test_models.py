@@ -124,9 +124,11 @@ def test_adapt_input_conv_rules():
 
 
 def test_list_and_create_encoders():
-    assert list_encoders() == ["resnet18", "resnet34", "resnet50"]
+    names = list_encoders()
+    assert names == sorted(names)
+    assert {"resnet18", "resnet34", "resnet50", "vgg_ld", "vit_nano", "vit_tiny"} <= set(names)   # LD/ACE encoders load on first use
+    assert list_encoders("resnet*") == ["resnet18", "resnet34", "resnet50"]
     assert list_encoders("resnet5*") == ["resnet50"]
-    assert list_encoders("*3?") == ["resnet34"]
     assert list_encoders("densenet*") == []
     assert set(ENCODERS) >= {"resnet18", "resnet34", "resnet50"}
     e = create_encoder("resnet34", in_chans=3)

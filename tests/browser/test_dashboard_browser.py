@@ -1,0 +1,127 @@
+"""Real-browser test of the live dashboard: the tutorial runs in JupyterLab inside headless Debian chromium.
+
+Run alone with `pytest -m browser tests/browser -s`. Needs `apt-get install -y chromium` and
+`pip install playwright==1.65.2` (playwright's own browser download is never used). It fails, never skips, when they
+are missing. The screenshot goes to tests/browser/artifacts/ (git-ignored); the path is printed.
+"""
+from __future__ import annotations
+import re, time
+from pathlib import Path
+import pytest
+from lab_harness import INSTALL_HINT, chromium_page, find_chromium, jupyter_lab, run_all_cells
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK = REPO / "nbs" / "90_tutorial.dira_in_20_minutes.ipynb"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+BAD_TEXT = ("Loading widget", "Error displaying widget", "model not found")
+RUN_TIMEOUT_S = 300       # the whole tutorial; ~30-60 s on a quiet 2-core machine
+
+# One snapshot of every dashboard on the page: its state and, per panel, the update counter, the number of plotly
+# plots and a cheap hash of the rendered plots (so a change of the *drawing* is seen, not only of the counter).
+SNAPSHOT_JS = """() => Array.from(document.querySelectorAll('.dira-dashboard')).map(d => {
+  const st = d.querySelector('.dira-status');
+  const out = {state: st ? st.dataset.state : null, panels: {}};
+  for (const p of d.querySelectorAll('.dira-panel')) {
+    const h = p.querySelector('.dira-panel-head'); if (!h) continue;
+    const plots = p.querySelectorAll('.js-plotly-plot');
+    let hash = 0;
+    for (const pl of plots) { const s = pl.innerHTML; for (let i = 0; i < s.length; i += 5) hash = (hash * 31 + s.charCodeAt(i)) | 0; }
+    out.panels[h.dataset.panel] = {updates: +h.dataset.updates, step: h.dataset.step, plots: plots.length, hash: hash,
+                                  failed: h.dataset.failed, text: h.innerText};
+  }
+  return out;
+})"""
+
+
+def _errors_in_outputs(page) -> str:
+    "Text of error outputs (tracebacks) in the notebook, for failure messages."
+    texts = page.locator(".jp-OutputArea-output").all_inner_texts()
+    return "\n---\n".join(t[-1500:] for t in texts if "Traceback" in t or "Error" in t)[-6000:]
+
+
+@pytest.mark.browser
+def test_tutorial_dashboard_live_in_jupyterlab():
+    exe = find_chromium()
+    if exe is None: pytest.fail(f"chromium not found on PATH: {INSTALL_HINT}")
+    try: import playwright.sync_api  # noqa: F401
+    except ImportError: pytest.fail(f"playwright is not installed: {INSTALL_HINT}")
+    assert NOTEBOOK.exists(), f"{NOTEBOOK} is missing"
+    t_start = time.time()
+    ARTIFACTS.mkdir(exist_ok=True)
+    console_errors = []
+    env = {"IN_TEST": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    with jupyter_lab([NOTEBOOK], env=env) as (base, root, log_path), chromium_page(exe) as page:
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{base}/lab/tree/{NOTEBOOK.name}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        try: page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        except Exception: time.sleep(3)                      # older indicator markup: give the kernel a moment
+        how = run_all_cells(page)
+
+        # ---- watch the live dashboard while the tutorial trains ---------------------------------------------------------
+        seen = {"recon": set(), "embedding": set()}
+        finished = page.locator(".jp-OutputArea-output", has_text="Tutorial finished in")
+        deadline, scrolled = time.time() + RUN_TIMEOUT_S, False
+        while True:
+            snaps = page.evaluate(SNAPSHOT_JS)
+            if snaps:
+                if not scrolled:
+                    page.locator(".dira-dashboard").first.scroll_into_view_if_needed(); scrolled = True
+                live = snaps[0]
+                if live["state"] == "training":
+                    for k in seen:
+                        p = live["panels"].get(k)
+                        if p and p["plots"]: seen[k].add((p["updates"], p["hash"]))
+            if finished.count(): break
+            if time.time() > deadline:
+                page.screenshot(path=str(ARTIFACTS / "timeout.png"))
+                pytest.fail(f"the tutorial did not finish within {RUN_TIMEOUT_S} s (run via {how}); errors:\n"
+                            f"{_errors_in_outputs(page)}\nserver log tail:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        t_run = time.time() - t_start
+
+        # ---- every panel of every dashboard rendered ---------------------------------------------------------------
+        text = page.locator(".jp-Notebook").inner_text()
+        for bad in BAD_TEXT: assert bad not in text, f"the notebook shows {bad!r}"
+        assert not _errors_in_outputs(page), f"a cell failed:\n{_errors_in_outputs(page)}"
+        snaps = page.evaluate(SNAPSHOT_JS)
+        assert len(snaps) == 2, f"expected the live and the checkpoint dashboards, found {len(snaps)}"
+        for i, s in enumerate(snaps):
+            assert set(s["panels"]) >= {"losses", "realism", "recon", "embedding", "attribution"}, s["panels"].keys()
+            for k, p in s["panels"].items():
+                assert p["failed"] == "0", f"dashboard {i}, panel {k} failed: {p['text']}"
+                assert p["plots"] >= 1 and p["updates"] >= 1, f"dashboard {i}, panel {k} has no plot: {p}"
+
+        # ---- the reconstruction and embedding panels changed at least twice while training ----------------------------
+        for k, vals in seen.items():
+            assert len({h for _, h in vals}) >= 3 and len({u for u, _ in vals}) >= 3, \
+                f"panel {k} did not change at least twice during training: {sorted(vals)}"
+
+        # ---- a control round-trips to the kernel: pick another attribution method in the live dashboard ----------------
+        live = page.locator(".dira-dashboard").first
+        head = live.locator(".dira-panel-attribution .dira-panel-head")
+        before = int(head.get_attribute("data-updates"))
+        select = live.locator(".widget-dropdown select").first
+        current = select.input_value()
+        target = "ig" if current != "ig" else "gradcam"
+        select.scroll_into_view_if_needed()
+        select.select_option(target)
+        page.wait_for_function(
+            """([before, target]) => { const h = document.querySelector('.dira-dashboard .dira-panel-attribution .dira-panel-head');
+                 return h && +h.dataset.updates > before && h.innerText.includes(target + ' ·'); }""",
+            arg=[before, target], timeout=60_000)
+        assert re.search(rf"\b{target} ·", head.inner_text())
+
+        # ---- screenshots -------------------------------------------------------------------------------------------
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"))
+        box = live.bounding_box()                               # a viewport tall enough for the whole dashboard
+        page.set_viewport_size({"width": 1400, "height": int(min(6000, max(1000, box["height"] + 400)))})
+        time.sleep(1.0)
+        live.scroll_into_view_if_needed()
+        shot = ARTIFACTS / "dashboard.png"
+        live.screenshot(path=str(shot))
+        widget_errors = [e for e in console_errors if re.search(r"widget|model|plotly", e, re.I)]
+        print(f"\nbrowser test: run via {how}; tutorial ran in {t_run:.0f} s, test took {time.time() - t_start:.0f} s; "
+              f"recon states seen while training {len(seen['recon'])}, embedding {len(seen['embedding'])}; "
+              f"screenshot {shot}; console errors {len(console_errors)}")
+        assert not widget_errors, f"widget errors in the browser console: {widget_errors[:5]}"

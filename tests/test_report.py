@@ -1,0 +1,66 @@
+"""The static run report: one self-contained HTML page plus PNG files from a real (tiny) pretraining run."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dira_nb.pretrain import PretrainConfig, pretrain
+from dira_nb.report import load_run, probe_set, write_report
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    pretrain(PretrainConfig(out=str(out), image_size=32, epochs_dir=1, epochs_dira=1, batch_size=8, max_images=16,
+                            snapshots=4), quiet=True)
+    return out
+
+
+def test_report_is_self_contained(run_dir):
+    import plotly.offline
+    path = write_report(run_dir, n_probe=16, how="pca")     # UMAP itself is tested in test_viz_embedding
+    assert path == run_dir / "report" / "index.html"
+    doc = path.read_text()
+    head, body = doc.split("</head>", 1)
+    assert doc.count(plotly.offline.get_plotlyjs()[:300]) == 1            # plotly.js inlined once
+    assert "<script src" not in doc and "https://cdn" not in body
+    assert 'class="err"' not in body, [p for p in body.split("<p") if 'class="err"' in p]
+    for section in ("Run summary", "Loss curves per stage", "Reconstructions", "Realism", "Embedding", "Attributions"):
+        assert f">{section}" in body, section
+    assert body.count("Plotly.newPlot") >= 4 and body.count(";base64,") >= 16 + 6     # thumbnails + PNG panels
+    assert "kaleido" in body
+    names = sorted(p.name for p in path.parent.glob("*.png"))
+    assert names == ["attributions.png", "embedding.png", "loss_dir.png", "loss_dira.png", "realism_maps.png",
+                     "reconstructions.png"]
+    for n in names:
+        a = np.array(Image.open(path.parent / n))
+        assert a.size > 0 and a.std() > 0, n                            # not a blank image
+
+
+def test_report_custom_out_pca_and_method_panels(run_dir, tmp_path, monkeypatch):
+    from dira_nb.methods.dira import DiRA
+    import plotly.graph_objects as go
+    def panels(self):
+        return {"mean intensity": lambda m, x: go.Figure(go.Bar(y=x.mean(dim=(1, 2, 3)).tolist())),
+                "broken": lambda m, x: 1 / 0}
+    monkeypatch.setattr(DiRA, "dashboard_panels", panels, raising=False)
+    path = write_report(run_dir, out=tmp_path / "rep", n_probe=10, how="pca", n_show=4, n_attr=2)
+    body = path.read_text().split("</head>", 1)[1]
+    assert path.parent == tmp_path / "rep"
+    assert ">mean intensity<" in body and "panel broken failed" in body   # a failing panel is reported, not fatal
+
+
+def test_load_run_and_probe_set(run_dir):
+    run = load_run(run_dir)
+    assert list(run["histories"]) == ["dir", "dira"] and run["method"].discriminator is not None
+    assert run["summary"]["n_train"] == json.loads((run_dir / "summary.json").read_text())["n_train"]
+    p = probe_set(run["config"], n_probe=5)
+    assert p["images"].shape == (5, 1, 32, 32) and len(p["labels"]) == 5 and len(p["native"]) == 5
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"): write_report(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.yaml"): write_report(tmp_path / "empty")
