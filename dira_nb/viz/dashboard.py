@@ -351,7 +351,8 @@ class Dashboard:
         imgs = self.probes[torch.as_tensor(idx)].to(self._device())
         S = imgs.shape[-1]                        # widget-sized settings: IG with 16 steps, occlusion on a 7×7 grid
         kw = dict(ig=dict(n_steps=16), occlusion=dict(window=max(4, S // 4), stride=max(2, S // 8),
-                                                     perturbations_per_eval=16)).get(how, {})
+                                                     perturbations_per_eval=16),
+                  gradcam=dict(layer="auto")).get(how, {})   # small images: the deepest stage with a few cells
         heat = attribute(embedding_similarity_model(self.method.encoder), imgs, method=how, **kw)
         fig = attribution_figure(imgs.cpu(), {how: heat.detach().cpu()}, titles=[self._probe_name(i) for i in idx])
         return [fig], f"{how} · similarity to own embedding"
