@@ -15,12 +15,9 @@ from pathlib import Path
 
 
 def cpu_model() -> str:
-    "The CPU's model name from /proc/cpuinfo (platform.processor() as a fallback)."
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
+    "The CPU's model name (as the quality benchmark records it)."
+    from dira_nb.eval.benchmark import hardware_info
+    return hardware_info()["cpu"] or platform.machine()
 
 
 def timed(fn, repeats: int) -> dict:

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IN_TEST', 'IN_NOTEBOOK', 'INTENSITY_CONVENTION', 'get_device', 'seed_everything', 'limit_threads', 'tiny_batch']
+__all__ = ['IN_TEST', 'IN_NOTEBOOK', 'INTENSITY_CONVENTION', 'get_device', 'seed_everything', 'limit_threads', 'tiny_batch',
+           'import_submodules']
 
 # %% ../nbs/00_core.ipynb #c006
 def _in_notebook() -> bool:
@@ -71,3 +72,17 @@ def tiny_batch(n: int = 2, # number of images
             amp = 0.3 + 0.7 * torch.rand(1, generator=g)
             out[i, 0] += amp * torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r ** 2))
     return (0.05 + out).clamp(0, 1)
+
+# %% ../nbs/00_core.ipynb #c026
+_IMPORTED_PACKAGES: set = set()
+
+def import_submodules(package: str, # dotted package name, e.g. "dira_nb.methods"
+                     ) -> list[str]:
+    "Import every public module of `package` (once per process) and return their names."
+    import importlib, pkgutil
+    pkg = importlib.import_module(package)
+    names = [f"{package}.{i.name}" for i in pkgutil.iter_modules(pkg.__path__) if not i.name.startswith("_")]
+    if package not in _IMPORTED_PACKAGES:
+        _IMPORTED_PACKAGES.add(package)
+        for n in names: importlib.import_module(n)
+    return names

@@ -6,12 +6,13 @@ Docs: https://dira-nb.github.io/dira_nb/methods.core.html.md"""
 
 # %% ../../nbs/40_methods.core.ipynb #c003
 from __future__ import annotations
-import fnmatch, importlib, pkgutil
+import fnmatch
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 import torch
 from torch import nn
 from ..checkpoint import save_checkpoint as _save_ckpt, load_checkpoint
+from ..core import import_submodules
 
 # %% auto #0
 __all__ = ['METHODS', 'Method', 'register_method', 'load_builtin_methods', 'list_methods', 'method_config', 'create_method']
@@ -114,16 +115,9 @@ def register_method(name: str, # registry name, e.g. "dira"
     if not (isinstance(cls, type) and issubclass(cls, Method)): raise TypeError(f"{cls} is not a Method subclass")
     METHODS[name] = (cls, defaults)
 
-_BUILTINS_LOADED = False
-
 def load_builtin_methods() -> None:
     "Import every module of `dira_nb.methods` once, so the built-in methods (DiRA, LD, ACE, ...) are registered."
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED: return
-    _BUILTINS_LOADED = True
-    import dira_nb.methods as pkg
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"): importlib.import_module(f"dira_nb.methods.{info.name}")
+    import_submodules("dira_nb.methods")
 
 def list_methods(pattern: str = "*", # a glob, e.g. "dira*"
                 ) -> list[str]:

@@ -6,12 +6,13 @@ Docs: https://dira-nb.github.io/dira_nb/models.encoders.html.md"""
 
 # %% ../../nbs/10_models.encoders.ipynb #c003
 from __future__ import annotations
-import fnmatch, importlib, math, pkgutil
+import fnmatch, math
 from functools import partial
 import torch
 from torch import nn
 import torch.nn.functional as F
 from ..tvcompat import torchvision
+from ..core import import_submodules
 
 # %% auto #0
 __all__ = ['ENCODERS', 'adapt_input_conv', 'ResNetEncoder', 'register_encoder', 'load_builtin_encoders', 'list_encoders',
@@ -121,16 +122,9 @@ def register_encoder(name: str, # registry key
     ENCODERS[name] = builder
     return builder
 
-_BUILTINS_LOADED = False
-
 def load_builtin_encoders() -> None:
     "Import every module of `dira_nb.models` once, so encoders defined there (e.g. LD's VGG, ACE's ViT) are registered."
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED: return
-    _BUILTINS_LOADED = True
-    import dira_nb.models as pkg
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if not info.name.startswith("_"): importlib.import_module(f"dira_nb.models.{info.name}")
+    import_submodules("dira_nb.models")
 
 def list_encoders(pattern: str | None = None, # shell-style filter such as 'resnet*' or '*50'; None lists all
                  ) -> list[str]:
