@@ -64,3 +64,17 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"): write_report(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.yaml"): write_report(tmp_path / "empty")
+
+
+def test_report_of_an_ld_run_shows_its_panels(tmp_path):
+    "Methods without a restoration target (LD) still get a report, with their own dashboard panels."
+    import re
+    from dira_nb.pretrain import pretrain, PretrainConfig
+    from dira_nb.report import write_report
+    run = tmp_path / "ld"
+    pretrain(PretrainConfig(out=str(run), method="ld", image_size=32, epochs_dir=1, epochs_dira=1, batch_size=8,
+                            max_images=16, snapshots=0), quiet=True)
+    page = write_report(run, n_probe=16, how="pca").read_text()
+    heads = re.findall(r"<h3[^>]*>(.*?)</h3>", re.sub(r"<script.*?</script>", "", page, flags=re.S))
+    assert "clusters" in heads and "landmarks" in heads, heads
+    assert "failed:" not in page
