@@ -128,17 +128,17 @@ def benchmark_data(name: str, # 'pneumonia' or 'samples'
 
 # %% ../../nbs/56_eval.benchmark.ipynb #c015
 def _localization(source, data: dict, cfg: BenchmarkConfig) -> dict | None:
-    "Grad-CAM localization of a fully fine-tuned classifier on the sample lesions (None without the module)."
-    try: from dira_nb.eval.localization import localization_scores, load_sample_lesions
-    except ImportError: return None
+    "Grad-CAM localization of a fully fine-tuned classifier on the sample lesions, scored region-vs-mask."
+    from dira_nb.eval.localization import localization_scores, load_sample_lesions
     clf = build_classifier(source, 1, backbone=cfg.backbone, seed=cfg.seeds[0])
     finetune_classifier(clf, data["train"], None, None, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch,
                         lr=cfg.finetune_lr, seed=cfg.seeds[0], device=cfg.device)
     clf.cpu().eval()
     lesions = load_sample_lesions("valid", size=cfg.image_size, gt="mask")
-    res = localization_scores(clf, lesions, target=0, layer=getattr(clf.encoder.body, cfg.cam_layer))
+    res = localization_scores(clf, lesions, target=0, region="mask", layer=getattr(clf.encoder.body, cfg.cam_layer))
     s = res["summary"]
-    return dict(pointing_game=s["pointing_game"], heatmap_auroc=s["heatmap_auroc"], mean_iou=s["mean_iou"], n=s["n"])
+    return dict(pointing_game=s["pointing_game"], heatmap_auroc=s["heatmap_auroc"], mean_iou=s["mean_iou"], n=s["n"],
+                n_flat=s.get("n_flat", res.get("n_flat")))
 
 def evaluate_encoder(source, # 'random' or a run folder
                      data: dict, # from `benchmark_data`
