@@ -110,7 +110,7 @@ def _add_benchmark_args(p: argparse.ArgumentParser, evaluate: bool = False):
         p.add_argument("--methods", nargs="+", default=None, help=f"methods ('random' = no pretraining); default {list(d.methods)}")
         p.add_argument("--batch-size", type=int, default=None, help=f"pretraining batch (default {d.batch_size})")
         p.add_argument("--pretrain-steps", type=int, default=None, help=f"total pretraining steps per method (default {d.pretrain_steps})")
-        p.add_argument("--lr", type=float, default=None, help=f"pretraining SGD lr (default {d.lr})")
+        p.add_argument("--lr", type=float, default=None, help="pretraining learning rate (default: each method's own; DiRA: SGD 0.03)")
         p.add_argument("--out", default=None, help=f"results folder (default {d.out})")
         p.add_argument("--seed", type=int, default=None, help="pretraining seed")
     p.add_argument("--datasets", nargs="+", default=None, choices=["pneumonia", "samples"], help=f"default {list(d.datasets)}")

@@ -40,7 +40,7 @@ class BenchmarkConfig:
     batch_size: int = 32                          # pretraining batch size (all stages)
     pretrain_steps: int = 200                     # total pretraining steps per method (summed over stages)
     min_epochs: int = 2                           # at least this many pretraining epochs (two-stage methods need 2)
-    lr: float = 0.03                              # pretraining SGD learning rate
+    lr: float | None = None                       # pretraining learning rate (None: each method's own; DiRA: SGD 0.03)
     probe_train: int | None = 2000                # cap on labelled training images for probes (None: all)
     test_images: int | None = None                # cap on test images (None: all)
     knn_k: int = 20
