@@ -31,6 +31,16 @@ def find_chromium() -> str | None:
     return None
 
 
+def require_browser() -> str:
+    "Path of chromium; fails the test (never skips it) when chromium or playwright is missing."
+    import pytest
+    exe = find_chromium()
+    if exe is None: pytest.fail(f"chromium not found on PATH: {INSTALL_HINT}")
+    try: import playwright.sync_api  # noqa: F401
+    except ImportError: pytest.fail(f"playwright is not installed: {INSTALL_HINT}")
+    return exe
+
+
 def free_port() -> int:
     "A TCP port that is free on 127.0.0.1 right now."
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re, time
 from pathlib import Path
 import pytest
-from lab_harness import INSTALL_HINT, chromium_page, find_chromium, jupyter_lab, run_all_cells
+from lab_harness import chromium_page, jupyter_lab, require_browser, run_all_cells
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "nbs" / "90_tutorial.dira_in_20_minutes.ipynb"
@@ -41,10 +41,7 @@ def _errors_in_outputs(page) -> str:
 
 @pytest.mark.browser
 def test_tutorial_dashboard_live_in_jupyterlab():
-    exe = find_chromium()
-    if exe is None: pytest.fail(f"chromium not found on PATH: {INSTALL_HINT}")
-    try: import playwright.sync_api  # noqa: F401
-    except ImportError: pytest.fail(f"playwright is not installed: {INSTALL_HINT}")
+    exe = require_browser()
     assert NOTEBOOK.exists(), f"{NOTEBOOK} is missing"
     t_start = time.time()
     ARTIFACTS.mkdir(exist_ok=True)

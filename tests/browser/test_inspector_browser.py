@@ -7,7 +7,7 @@ from __future__ import annotations
 import re, time
 from pathlib import Path
 import pytest
-from lab_harness import INSTALL_HINT, chromium_page, find_chromium, jupyter_lab, run_all_cells
+from lab_harness import chromium_page, jupyter_lab, require_browser, run_all_cells
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "nbs" / "54_eval.inspector.ipynb"
@@ -23,10 +23,7 @@ def _running(page) -> bool:
 
 @pytest.mark.browser
 def test_heatmap_inspector_threshold_round_trips_in_jupyterlab():
-    exe = find_chromium()
-    if exe is None: pytest.fail(f"chromium not found on PATH: {INSTALL_HINT}")
-    try: import playwright.sync_api  # noqa: F401
-    except ImportError: pytest.fail(f"playwright is not installed: {INSTALL_HINT}")
+    exe = require_browser()
     ARTIFACTS.mkdir(exist_ok=True)
     env = {"IN_TEST": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     with jupyter_lab([NOTEBOOK], env=env) as (base, root, log_path), chromium_page(exe) as page:
