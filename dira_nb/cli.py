@@ -114,7 +114,7 @@ def _add_benchmark_args(p: argparse.ArgumentParser, evaluate: bool = False):
         p.add_argument("--out", default=None, help=f"results folder (default {d.out})")
         p.add_argument("--seed", type=int, default=None, help="pretraining seed")
     p.add_argument("--datasets", nargs="+", default=None, choices=["pneumonia", "samples"], help=f"default {list(d.datasets)}")
-    p.add_argument("--pneumonia-npz", default=None, help="PneumoniaMNIST .npz (default ../shared/data/pneumoniamnist28/...)")
+    p.add_argument("--pneumonia-npz", default=None, help="PneumoniaMNIST .npz (default: data_samples/pneumoniamnist28/pneumoniamnist28.npz)")
     p.add_argument("--backbone", default=None, help=f"default {d.backbone}")
     p.add_argument("--image-size", type=int, default=None, help=f"default {d.image_size}")
     p.add_argument("--probe-train", type=int, default=None, help="cap on labelled images of the linear probe / kNN")

@@ -11,7 +11,7 @@ torch.set_num_threads(2)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data_samples"
-PNEUMONIA_NPZ = REPO.parent / "shared" / "data" / "pneumoniamnist28" / "pneumoniamnist28.npz"
+PNEUMONIA_NPZ = SAMPLES / "pneumoniamnist28" / "pneumoniamnist28.npz"
 
 
 @pytest.fixture
@@ -22,5 +22,5 @@ def samples_dir():
 @pytest.fixture
 def pneumonia_npz():
     if not PNEUMONIA_NPZ.exists():
-        pytest.fail(f"real-data check needs {PNEUMONIA_NPZ} (the shared PneumoniaMNIST copy); it is missing")
+        pytest.fail(f"real-data check needs {PNEUMONIA_NPZ} (PneumoniaMNIST, shipped in data_samples/); it is missing")
     return PNEUMONIA_NPZ

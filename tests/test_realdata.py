@@ -1,4 +1,4 @@
-"""Real chest X-rays (PneumoniaMNIST, read-only from ../shared): restoration error falls during a short DiRA run."""
+"""Real chest X-rays (PneumoniaMNIST, shipped in data_samples/pneumoniamnist28): restoration error falls during a short DiRA run."""
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset

@@ -24,10 +24,10 @@ __all__ = ['default_pneumonia_npz', 'BenchmarkConfig', 'pretrain_schedule', 'pre
 
 # %% ../../nbs/56_eval.benchmark.ipynb #c006
 def default_pneumonia_npz() -> Path:
-    "`$DIRA_NB_PNEUMONIA`, else `../shared/data/pneumoniamnist28/pneumoniamnist28.npz` beside the repository."
+    "`$DIRA_NB_PNEUMONIA`, else the PneumoniaMNIST copy shipped in `data_samples/pneumoniamnist28/`."
     env = os.environ.get("DIRA_NB_PNEUMONIA")
     if env: return Path(env)
-    return samples_dir().resolve().parent.parent / "shared" / "data" / "pneumoniamnist28" / "pneumoniamnist28.npz"
+    return samples_dir() / "pneumoniamnist28" / "pneumoniamnist28.npz"
 
 @dataclass
 class BenchmarkConfig:
