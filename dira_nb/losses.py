@@ -6,21 +6,24 @@ Docs: https://dira-nb.github.io/dira_nb/losses.html.md"""
 
 # %% ../nbs/20_losses.ipynb #c003
 from __future__ import annotations
+import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['info_nce_loss', 'MoCoQueue', 'momentum_update', 'barlow_twins_loss', 'simsiam_loss', 'restoration_loss',
-           'lsgan_generator_loss', 'lsgan_discriminator_loss']
+__all__ = ['info_nce_loss', 'MoCoQueue', 'momentum_update', 'cosine_momentum', 'barlow_twins_loss', 'simsiam_loss',
+           'restoration_loss', 'lsgan_generator_loss', 'lsgan_discriminator_loss']
 
 # %% ../nbs/20_losses.ipynb #c006
 def info_nce_loss(q: torch.Tensor, # B×D queries (gradients flow into these); L2-normalised here
                   k: torch.Tensor, # B×D positive keys, one per query; normalised and detached here
                   queue: torch.Tensor, # K×D negative keys (rows assumed unit-norm, as `MoCoQueue` keeps them)
                   temperature: float = 0.2, # softmax temperature T
+                  q_ids: torch.Tensor | None = None, # B dataset indices of the queries (None: no masking)
+                  queue_ids: torch.Tensor | None = None, # K dataset indices of the queue's keys (−1: unknown)
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    "MoCo's InfoNCE: cross-entropy of `[q·k⁺, q·queueᵀ]/T` with label 0; returns `(loss, logits)`."
+    "MoCo's InfoNCE: cross-entropy of `[q·k⁺, q·queueᵀ]/T` with label 0, never using a query's own image as a negative."
     if q.ndim != 2 or q.shape != k.shape:
         raise ValueError(f"info_nce_loss: q and k must both be B×D, got {tuple(q.shape)} and {tuple(k.shape)}")
     if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
@@ -29,6 +32,9 @@ def info_nce_loss(q: torch.Tensor, # B×D queries (gradients flow into these); L
     k = F.normalize(k.detach(), dim=1)
     l_pos = (q * k).sum(dim=1, keepdim=True)                     # B×1
     l_neg = q @ queue.detach().clone().to(q.dtype).t()           # B×K
+    if q_ids is not None and queue_ids is not None:              # older keys of the query's own image are no negatives
+        own = q_ids.reshape(-1, 1).to(queue_ids.device) == queue_ids.reshape(1, -1)
+        l_neg = l_neg.masked_fill(own & (queue_ids.reshape(1, -1) >= 0), float("-inf"))
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels), logits
@@ -44,6 +50,7 @@ class MoCoQueue(nn.Module):
         if size < 1 or dim < 1: raise ValueError(f"MoCoQueue: size and dim must be positive, got size={size}, dim={dim}")
         self.register_buffer("queue", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros(1, dtype=torch.long))
+        self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))   # dataset index of each key (−1: unknown)
 
     @property
     def size(self) -> int: return self.queue.shape[0]
@@ -52,16 +59,20 @@ class MoCoQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, # B×dim new keys (any B); detached and normalised here
+                ids: torch.Tensor | None = None, # B dataset indices of the keys' images (None: unknown, −1)
                ) -> None:
-        "Overwrite the oldest rows with `keys`, wrapping around the end of the queue."
+        "Overwrite the oldest rows with `keys` (and their image indices), wrapping around the end of the queue."
         if keys.ndim != 2 or keys.shape[1] != self.dim:
             raise ValueError(f"MoCoQueue.enqueue: keys must be B×{self.dim}, got {tuple(keys.shape)}")
         keys = F.normalize(keys.detach(), dim=1).to(self.queue.dtype)
         n, ptr = keys.shape[0], int(self.ptr)
+        ids = torch.full((n,), -1, dtype=torch.long) if ids is None else torch.as_tensor(ids).reshape(-1).long()
+        if len(ids) != n: raise ValueError(f"MoCoQueue.enqueue: {n} keys but {len(ids)} ids")
         if n >= self.size:   # only the newest K keys survive; they land where a full FIFO write would put them
-            ptr, keys = (ptr + n - self.size) % self.size, keys[-self.size:]
+            ptr, keys, ids = (ptr + n - self.size) % self.size, keys[-self.size:], ids[-self.size:]
         idx = (ptr + torch.arange(keys.shape[0], device=self.queue.device)) % self.size
         self.queue[idx] = keys
+        self.ids[idx] = ids.to(self.ids.device)
         self.ptr[0] = (int(self.ptr) + n) % self.size
 
     def forward(self) -> torch.Tensor:
@@ -84,6 +95,16 @@ def momentum_update(target: nn.Module, # the EMA (key) module, updated in place
         raise ValueError(f"momentum_update: target and source differ in parameters/buffers: {diff[:5]}")
     for name, p in tp.items(): p.mul_(m).add_(sp[name].detach().to(p.dtype), alpha=1 - m)
     for name, b in tb.items(): b.copy_(sb[name])
+
+def cosine_momentum(m0: float, # momentum at step 0
+                    step: int, # current step
+                    total: int | None, # ramp length in steps (None or 0: constant `m0`)
+                    m1: float = 1.0, # momentum at the end of the ramp (BYOL / DINO: 1)
+                   ) -> float:
+    "EMA momentum on a cosine ramp from `m0` to `m1` over `total` steps (BYOL's schedule), constant afterwards."
+    if not total: return m0
+    t = min(max(int(step), 0), total) / total
+    return m1 - (m1 - m0) * (math.cos(math.pi * t) + 1) / 2
 
 # %% ../nbs/20_losses.ipynb #c023
 def barlow_twins_loss(z1: torch.Tensor, # B×D embeddings of view 1

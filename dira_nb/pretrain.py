@@ -17,6 +17,7 @@ from .data.io import ImageDataset, ImageReadError, split_indices
 from .data.phantom import samples_dir
 from .data.views import ViewDataset
 from .methods.core import METHODS, method_config, create_method
+from .callback.probe import FeatureProbe
 import dira_nb.methods.core, dira_nb.methods.dira  # registers DiRA and its ablations
 from .learner import Learner, EpochSampler, SeededItems, NonFiniteLossError
 from .callback.schedule import CosineLR
@@ -127,6 +128,8 @@ class PretrainConfig:
     channels_last: bool = False         # channels-last memory format (faster convolutions on most hardware)
     compile: bool = False               # torch.compile the U-Net, key encoder and discriminator (GPU)
     sync_bn: bool = False               # multi-GPU runs: SyncBatchNorm instead of per-rank BatchNorm
+    recipe: str = "budget"              # "budget": momentum ramp, crop scale, warm-up and queue fitted to the run (see `Method.budget_recipe`); "paper": published values
+    probe: int = 256                    # images of the feature probe (kNN / view retrieval at step 0 and after each epoch; 0: off)
 
     def __post_init__(self):
         "Reject invalid settings with a message naming the setting."
@@ -150,6 +153,8 @@ class PretrainConfig:
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0: bad("checkpoint_every", "must be an integer ≥ 0")
         if self.on_nan not in ("stop", "skip"): bad("on_nan", "choose 'stop' or 'skip'")
         if self.precision not in ("fp32", "bf16", "auto"): bad("precision", "choose 'fp32', 'bf16' or 'auto'")
+        if self.recipe not in ("budget", "paper"): bad("recipe", "choose 'budget' or 'paper'")
+        if not isinstance(self.probe, int) or self.probe < 0 or self.probe == 1: bad("probe", "must be 0 (off) or an integer ≥ 2")
         if self.method not in METHODS: dira_nb.methods.core.load_builtin_methods()
         if self.method not in METHODS: bad("method", f"unknown method; registered: {', '.join(sorted(METHODS))}")
         try: method_config(self.method, **self._method_options())
@@ -198,6 +203,29 @@ def _loaders(train, valid, views, batch_size, seed, num_workers, world_size=1, p
                                                shuffle=False, num_workers=num_workers,
                                                generator=torch.Generator().manual_seed(seed + 1))
     return train_dl, valid_dl
+
+def _user_set(cfg: "PretrainConfig") -> set:
+    "Method settings the user chose explicitly (a budget recipe never overrides them)."
+    return set(cfg.options) | ({"moco_k"} if cfg.moco_k is not None else set()) | ({"lr"} if cfg.lr is not None else set())
+
+def _recipe(cfg: "PretrainConfig", train, world_size: int = 1) -> tuple:
+    "The method's budget-recipe overrides for this run (empty for `recipe='paper'`) and the run's total optimiser steps."
+    stages = cfg.stages()
+    per_epoch = [max(len(train) // min(bs, len(train)), 1) for _, _, _, bs, _ in stages]
+    total = sum(n * s for (_, _, n, _, _), s in zip(stages, per_epoch))
+    if cfg.recipe == "paper" or total == 0: return {}, total
+    name = stages[-1][1]
+    mcfg = method_config(name, **{**cfg._method_options(), **({"moco_k": cfg.moco_k or min(4096, len(train))}
+                                  if "moco_k" in {f.name for f in fields(METHODS[name][0].config_class)} else {})})
+    return METHODS[name][0].budget_recipe(mcfg, total, per_epoch[0], len(train)), total
+
+def _probe_set(ds, cfg: "PretrainConfig") -> tuple:
+    "Up to `cfg.probe` images (resized to the training size) and their labels, evenly spread over `ds`."
+    idx = np.linspace(0, len(ds) - 1, min(cfg.probe, len(ds))).round().astype(int)
+    items = [ds[int(i)] for i in np.unique(idx)]
+    imgs = torch.stack([torch.nn.functional.interpolate(x[None].float(), size=(cfg.image_size,) * 2, mode="bilinear",
+                                                        align_corners=False, antialias=True)[0] for x, _ in items])
+    return imgs.clamp(0, 1), torch.tensor([int(y) for _, y in items])
 
 RESUME_FILE = "resume.pt"
 # settings that may change when a run is resumed (everything else must match the stored run)
@@ -285,6 +313,8 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
                                          min_size=cfg.image_size, skip_bad=cfg.skip_bad)
     device = dist_info.device if dist_info.world_size > 1 else get_device(cfg.device)
     moco_k = cfg.moco_k or min(4096, len(train))
+    recipe, total_steps = _recipe(cfg, train, dist_info.world_size)
+    probe_rows = []
     meta = ck["meta"] if ck is not None else {}
     start_stage = int(meta.get("stage_index", 0))
     summary = dict(device=str(device), n_train=len(train), n_valid=len(valid) if valid is not None else 0,
@@ -297,6 +327,7 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         cls = METHODS[name][0]
         opts = {**cfg._method_options(), **overrides}
         if "moco_k" in {f.name for f in fields(cls.config_class)}: opts.setdefault("moco_k", moco_k)
+        opts.update({key: v for key, v in recipe.items() if key not in _user_set(cfg)})
         new = cls(method_config(name, **opts))
         if method is not None: new.start_from(method)
         method = new
@@ -305,7 +336,9 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
                                       pin_memory=device.type == "cuda")
         sdir = out / stage
         resume_meta = dict(run_config=asdict(cfg), stage_index=k, stage=stage, stages_done=summary["stages"], histories=histories)
-        stage_cbs = [CosineLR()] + _speed_callbacks(cfg, device, dist_info)
+        stage_cbs = [CosineLR(warmup_steps=getattr(method.config, "warmup_steps", 0) if k == 0 else 0)]
+        stage_cbs += _speed_callbacks(cfg, device, dist_info)
+        if cfg.probe and main: stage_cbs.append(FeatureProbe(*_probe_set(valid if valid is not None and len(valid) >= 2 else train, cfg)))
         if main:                                         # only rank 0 writes files and shows progress
             stage_cbs += [CSVLogger(sdir / "history.csv"), SaveCheckpoint(sdir),
                           ResumeCheckpoint(out / RESUME_FILE, every_steps=cfg.checkpoint_every, extra_meta=resume_meta)]
@@ -314,7 +347,7 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         if not quiet and main: stage_cbs.append(ProgressBar())
         learn = Learner(method, train_dl, valid_dl, cbs=stage_cbs + list(cbs or []), device=device, quiet=quiet,
                         on_nonfinite="skip" if cfg.on_nan == "skip" else "stop")
-        learn.stage = stage
+        learn.stage, learn.probe_history = stage, probe_rows
         if ck is not None and k == start_stage: learn.load_state_dict(ck["training_state"])
         t0 = time.time()
         try: learn.fit(epochs)
@@ -323,11 +356,16 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         summary["stages"].append(dict(stage=stage, method=name, epochs=epochs, batch_size=bs, seconds=round(time.time() - t0, 2),
                                       final=learn.history[-1] if learn.history else {}, warnings=learn.warnings,
                                       skipped_steps=learn.n_skipped))
+        probe_rows = learn.probe_history
     if not main: return dict(method=method, histories=histories, run_dir=out, summary=summary)
     final = out / "final.pt"
     _atomic_copy(out / stage / "last.pt", final) if (out / stage / "last.pt").exists() else learn.method.save_checkpoint(final)
     backbone = export_backbone(final, out / "backbone.safetensors")
     bad = {f: why for d in (train, valid) if d is not None for f, why in getattr(_base_dataset(d), "bad", {}).items()}
+    summary.update(recipe=dict(name=cfg.recipe, total_steps=total_steps, overrides=recipe))
+    if getattr(method.config, "discriminative", None) == "moco" or hasattr(method, "queue") and method.queue is not None:
+        summary["chance_loss_dis"] = round(math.log(method.queue.size + 1), 4)      # InfoNCE at chance: ln(K+1)
+    if probe_rows: summary["features"] = dict(start=probe_rows[0], final=probe_rows[-1], history=probe_rows)
     summary.update(seconds=round(time.time() - t_all, 2), status="finished", bad_images=len(bad), bad_image_files=bad,
                    warnings=[w for st in summary["stages"] for w in st.get("warnings", [])])
     _write_summary(summary, out)

@@ -169,12 +169,24 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
                          *(f.get(k, "") for k in ("train_loss", "valid_loss", "valid_loss_res", "valid_psnr", "valid_d_real", "valid_d_fake"))])
         if rows: page.raw(_table(rows, ["stage", "method", "epochs", "batch", "seconds", "train loss", "valid loss",
                                         "valid loss_res", "valid PSNR", "valid D(real)", "valid D(restored)"]))
+        feats = summary.get("features")
+        if feats:
+            fmt = lambda r, k: f"{r[k]:.3f}" if isinstance(r.get(k), (int, float)) else "–"
+            st, fi = feats["start"], feats["final"]
+            page.p(f"Did the features improve? The feature probe measures the encoder on {st.get('n_probe')} fixed probe "
+                   "images with no training of its own: view retrieval (is an image's nearest neighbour its own second crop?) "
+                   "and, with labels, leave-one-out kNN accuracy.")
+            page.raw(_table([["view retrieval top-1", fmt(st, "retrieval_top1"), fmt(fi, "retrieval_top1"), fmt(st, "retrieval_chance")],
+                             ["kNN accuracy", fmt(st, "knn_acc"), fmt(fi, "knn_acc"), fmt(st, "knn_majority")]],
+                            ["probe", "step 0", f"end ({fi.get('stage')}, step {fi.get('step')})", "chance / majority"]))
 
     def curves():
         if not run["histories"]: page.p("no history.csv files found"); return
         for stage, rows in run["histories"].items():
-            page.fig(loss_curves_figure(rows, title=f"stage {stage}"))
-            page.png(curves_image(rows), f"loss_{stage}.png", f"loss curves of stage {stage} (PIL rendering)")
+            chance = {"loss_dis": summary["chance_loss_dis"]} if "chance_loss_dis" in summary else None
+            page.fig(loss_curves_figure(rows, title=f"stage {stage}", chance=chance))
+            page.png(curves_image(rows, chance=chance), f"loss_{stage}.png",
+                     f"loss curves of stage {stage}" + (" (dashed: InfoNCE chance level ln(K+1))" if chance else ""))
 
     def recon():
         if rec is None: page.p(f"{name} has no decoder: no restorations to show."); return

@@ -79,7 +79,7 @@ def test_queue_large_batch_detached_and_state_dict():
         torch.testing.assert_close(mq.queue[(3 + j) % 4], bn[j])
     assert not mq.queue.requires_grad
     sd = mq.state_dict()
-    assert set(sd) == {"queue", "ptr"}
+    assert set(sd) == {"queue", "ptr", "ids"}
     mq2 = MoCoQueue(dim=2, size=4)
     mq2.load_state_dict(sd)
     assert torch.equal(mq2.queue, mq.queue) and int(mq2.ptr) == int(mq.ptr)
@@ -158,3 +158,26 @@ def test_lsgan_any_shape(shape):
     assert lsgan_discriminator_loss(torch.zeros(shape), torch.ones(shape)).item() == pytest.approx(1.0)
     # ½[(0.6-1)² + 0.2²] = ½[0.16 + 0.04] = 0.1
     assert lsgan_discriminator_loss(torch.full(shape, 0.6), torch.full(shape, 0.2)).item() == pytest.approx(0.1, rel=1e-5)
+
+
+def test_index_aware_queue_masks_exactly_own_keys():
+    """Issue 12: a query's older keys in the queue are never negatives; every other key is."""
+    torch.manual_seed(0)
+    mq = MoCoQueue(dim=8, size=12)
+    for step in range(3):                                   # images 0..3 enqueued three times
+        mq.enqueue(torch.randn(4, 8), ids=torch.arange(4))
+    q = F.normalize(torch.randn(3, 8), dim=1)
+    q_ids = torch.tensor([1, 2, 9])                         # image 9 was never enqueued
+    _, logits = info_nce_loss(q, q, mq.queue, 0.2, q_ids=q_ids, queue_ids=mq.ids)
+    own = (mq.ids[None, :] == q_ids[:, None])
+    assert torch.equal(torch.isinf(logits[:, 1:]), own)    # masked exactly where the index matches
+    assert own.sum(1).tolist() == [3, 3, 0]
+    assert torch.isfinite(logits[:, 0]).all()              # the positive is never masked
+
+
+def test_cosine_momentum_ramp_endpoints():
+    from dira_nb.losses import cosine_momentum
+    assert cosine_momentum(0.99, 0, 500) == 0.99
+    assert cosine_momentum(0.99, 500, 500) == 1.0
+    assert cosine_momentum(0.99, 10**6, 500) == 1.0
+    assert cosine_momentum(0.999, 123, None) == 0.999

@@ -23,13 +23,14 @@ def cosine_lr(base_lr: float, # learning rate at epoch 0
 
 # %% ../../nbs/32_callback.schedule.ipynb #c009
 class CosineLR(Callback):
-    "Set the learning rate of optimiser `opt_name` by `cosine_lr` once per epoch (or per step) over each fit."
+    "Set the learning rate of optimiser `opt_name` by `cosine_lr` once per epoch (or per step), after an optional linear warm-up."
     order = -20
     def __init__(self, opt_name: str = 'G', # which of `learn.opts` to schedule
                  base_lr: float | None = None, # base rate; None = each group's `initial_lr` (its rate when first seen)
                  per_step: bool = False, # update before every batch at fractional epochs instead of once per epoch
+                 warmup_steps: int = 0, # first steps of each fit ramp linearly from base/warmup_steps to the scheduled rate
                 ):
-        self.opt_name, self.base_lr, self.per_step = opt_name, base_lr, per_step
+        self.opt_name, self.base_lr, self.per_step, self.warmup_steps = opt_name, base_lr, per_step, int(warmup_steps)
 
     def before_fit(self):
         opts = self.learn.opts or {}
@@ -40,13 +41,21 @@ class CosineLR(Callback):
         self.bases = [self.base_lr if self.base_lr is not None else g['initial_lr'] for g in self.opt.param_groups]
         self.n_sched = self.learn.epochs_for_schedule or self.learn.n_epoch
 
-    def _set(self, epoch: float):
-        for g, b in zip(self.opt.param_groups, self.bases): g['lr'] = cosine_lr(b, epoch, self.n_sched)
+    def _set(self, epoch: float, step: int | None = None):
+        "Rates at (fractional) `epoch`, scaled by the warm-up factor at `step` of this fit."
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps and step is not None else 1.0
+        for g, b in zip(self.opt.param_groups, self.bases): g['lr'] = warm * cosine_lr(b, epoch, self.n_sched)
 
-    def before_epoch(self): self._set(self.learn.epoch)
+    def _step(self, it: int = 0) -> int | None:
+        "Steps of this fit before batch `it` of the current epoch (None when the epoch length is unknown)."
+        return self.learn.epoch * self.learn.n_iter + it if self.learn.n_iter else None
+
+    def before_epoch(self): self._set(self.learn.epoch, self._step(0))
 
     def before_batch(self):
-        if self.per_step and self.learn.n_iter: self._set(self.learn.epoch + self.learn.iter / self.learn.n_iter)
+        if not (self.per_step or self.warmup_steps) or not self.learn.n_iter: return
+        it = self.learn.iter
+        self._set(self.learn.epoch + it / self.learn.n_iter if self.per_step else self.learn.epoch, self._step(it))
 
     @property
     def lr(self) -> float:

@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/methods.core.html.md"""
 
 # %% ../../nbs/40_methods.core.ipynb #c003
 from __future__ import annotations
-import fnmatch
+import fnmatch, math
 from dataclasses import asdict, fields, is_dataclass, replace
 from pathlib import Path
 import torch
@@ -15,7 +15,8 @@ from ..checkpoint import save_checkpoint as _save_ckpt, load_checkpoint
 from ..core import import_submodules
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'register_method', 'load_builtin_methods', 'list_methods', 'method_config', 'create_method']
+__all__ = ['METHODS', 'Method', 'register_method', 'load_builtin_methods', 'list_methods', 'method_config', 'create_method',
+           'budget_momentum', 'budget_crop_scale', 'budget_warmup_steps']
 
 # %% ../../nbs/40_methods.core.ipynb #c005
 class Method(nn.Module):
@@ -47,6 +48,15 @@ class Method(nn.Module):
     def warmup_stage(cls, config) -> dict | None:
         "Config overrides (with a `stage` name) of a warm-up stage run before the main one; None for one stage."
         return None
+
+    @classmethod
+    def budget_recipe(cls, config, # the method's config as the user set it
+                      total_steps: int, # optimiser steps of the whole run, all stages together
+                      steps_per_epoch: int, # optimiser steps in one epoch of the first stage
+                      n_train: int, # training images
+                     ) -> dict:
+        "Config overrides that fit a run of this length and image size (`pretrain(recipe='budget')`); {} keeps the config."
+        return {}
 
     def start_from(self, previous: nn.Module | dict, # the previous stage's method or its `state_dict`
                   ) -> "Method":
@@ -142,3 +152,27 @@ def create_method(name: str, # a registered name (see `list_methods`)
     "Build the method registered as `name`, with config `overrides`."
     cfg = method_config(name, **overrides)
     return METHODS[name][0](cfg)
+
+# %% ../../nbs/40_methods.core.ipynb #a0c6b346
+def budget_momentum(total_steps: int, # optimiser steps of the whole run
+                    paper: float = 0.999, # the method's published momentum (the value for long runs)
+                    floor: float = 0.9, # never start lower than this
+                   ) -> float:
+    "Starting momentum of a key/teacher ramp for a run of `total_steps`: time constant ≈ `total_steps`/5, capped at `paper`."
+    return float(min(paper, max(floor, 1 - 5 / max(int(total_steps), 1))))
+
+def budget_crop_scale(image_size: int, # training crop side in pixels
+                      paper: tuple = (0.2, 1.0), # the published RandomResizedCrop scale range (for 224 px)
+                      small: float = 0.6, # lower bound at ≤ 32 px
+                     ) -> tuple:
+    "RandomResizedCrop area range for `image_size`: the paper's at ≥ 224 px, `small` at ≤ 32 px, log-linear between."
+    t = min(max((math.log2(max(image_size, 1)) - 5) / (math.log2(224) - 5), 0.0), 1.0)
+    return (round(small + (paper[0] - small) * t, 3), paper[1])
+
+def budget_warmup_steps(total_steps: int, # optimiser steps of the whole run
+                        steps_per_epoch: int, # steps in one epoch
+                        frac: float = 0.05, # warm-up fraction of the run
+                        max_epochs: int = 10, # never longer than this many epochs
+                       ) -> int:
+    "Linear LR warm-up length: `frac` of the run, at most `max_epochs` epochs."
+    return int(min(round(frac * total_steps), max_epochs * max(steps_per_epoch, 1)))

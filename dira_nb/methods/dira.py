@@ -11,14 +11,14 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Method, register_method
+from .core import Method, register_method, budget_momentum, budget_crop_scale, budget_warmup_steps
 from ..models.encoders import create_encoder
 from ..models.unet import UNet
 from ..models.discriminator import PatchDiscriminator
 from ..models.heads import MoCoHead, BarlowTwinsProjector, SimSiamProjector, SimSiamPredictor
 from ..data.views import DiRAViews
 from ..distributed import is_distributed, concat_all_gather, shuffled_forward
-from ..losses import (info_nce_loss, MoCoQueue, momentum_update, barlow_twins_loss, simsiam_loss,
+from ..losses import (info_nce_loss, MoCoQueue, momentum_update, cosine_momentum, barlow_twins_loss, simsiam_loss,
                             restoration_loss, lsgan_generator_loss, lsgan_discriminator_loss)
 
 # %% auto #0
@@ -44,7 +44,11 @@ class DiRAConfig:
     decoder_channels: tuple = (256, 128, 64, 32, 16)
     moco_dim: int = 128                   # MoCo embedding size
     moco_k: int = 4096                    # queue length K (paper: 65,536)
-    moco_m: float = 0.999                 # momentum of the key encoder
+    moco_m: float = 0.999                 # momentum of the key encoder (at step 0 when ramped)
+    moco_m_end: float = 1.0               # key momentum at the end of the cosine ramp
+    moco_m_steps: int | None = None       # length of the cosine momentum ramp in steps (None: constant `moco_m`, as the paper)
+    crop_scale: tuple = (0.2, 1.0)        # RandomResizedCrop area range of both views (paper: 0.2–1 at 224 px)
+    warmup_steps: int = 0                 # linear LR warm-up of the generator (paper: none)
     temperature: float = 0.2              # InfoNCE temperature T
     shuffle_bn_groups: int = 2            # sub-batches for in-process shuffle-BN (1 = off)
     proj_dim: int = 2048                  # Barlow Twins / SimSiam projection size
@@ -62,7 +66,7 @@ class DiRAConfig:
             raise ValueError("nothing to learn: discriminative=None and restorative=False")
         if self.adversarial and not self.restorative:
             raise ValueError("adversarial=True needs restorative=True (the discriminator judges restorations)")
-        self.decoder_channels, self.betas_d = tuple(self.decoder_channels), tuple(self.betas_d)
+        self.decoder_channels, self.betas_d, self.crop_scale = tuple(self.decoder_channels), tuple(self.betas_d), tuple(self.crop_scale)
 
 # %% ../../nbs/41_methods.dira.ipynb #c010
 class DiRA(Method):
@@ -89,6 +93,13 @@ class DiRA(Method):
             self.head = SimSiamProjector(d, out_dim=c.proj_dim)
             self.predictor = SimSiamPredictor(c.proj_dim, hidden_dim=max(c.proj_dim // 4, 32))
         self.discriminator = PatchDiscriminator(c.in_chans) if c.adversarial else None
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))   # training steps so far (drives the momentum ramp)
+
+    @property
+    def key_momentum(self) -> float:
+        "Momentum of the key branch at the current step (constant, or on the cosine ramp)."
+        c = self.config
+        return cosine_momentum(c.moco_m, int(self.step), c.moco_m_steps, c.moco_m_end)
 
     # ----- forward --------------------------------------------------------------------------------------------
     def _query(self, x):
@@ -114,8 +125,9 @@ class DiRA(Method):
         pred = dict(recon=recon)
         if c.discriminative == "moco":
             if update_momentum:
-                momentum_update(self.key_encoder, self.encoder, c.moco_m)
-                momentum_update(self.key_head, self.head, c.moco_m)
+                m = self.key_momentum
+                momentum_update(self.key_encoder, self.encoder, m)
+                momentum_update(self.key_head, self.head, m)
             pred["q"] = F.normalize(self.head(self.encoder.pool(feats)), dim=1)
             pred["k"] = self._keys(batch["x2"])
         elif c.discriminative in ("barlow", "simsiam"):
@@ -150,7 +162,8 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
     c = self.config
     out, total = {}, 0.0
     if c.discriminative == "moco":
-        l_dis, logits = info_nce_loss(pred["q"], pred["k"], self.queue.queue, c.temperature)   # it copies the queue
+        l_dis, logits = info_nce_loss(pred["q"], pred["k"], self.queue.queue, c.temperature,   # it copies the queue
+                                      q_ids=batch.get("index"), queue_ids=self.queue.ids)
         out["moco_acc"] = (logits.argmax(1) == 0).float().mean().detach()
     elif c.discriminative == "barlow": l_dis = barlow_twins_loss(pred["z1"], pred["z2"], c.barlow_lambda)
     elif c.discriminative == "simsiam": l_dis = simsiam_loss(pred["p1"], pred["p2"], pred["z1"], pred["z2"])
@@ -195,8 +208,12 @@ def _configure_optimizers(self: DiRA) -> dict:
     return opts
 
 def _after_update(self: DiRA, batch: dict, pred: dict) -> None:
-    "Push this step's keys — gathered from every rank when distributed — into the MoCo queue."
-    if self.config.discriminative == "moco": self.queue.enqueue(concat_all_gather(pred["k"]))
+    "Push this step's keys (with their image indices) — gathered from every rank when distributed — into the MoCo queue."
+    if self.config.discriminative == "moco":
+        ids = batch.get("index")
+        ids = concat_all_gather(torch.as_tensor(ids, device=pred["k"].device)) if ids is not None else None
+        self.queue.enqueue(concat_all_gather(pred["k"]), ids=ids)
+    self.step += 1
 
 @torch.no_grad()
 def _validation_step(self: DiRA, batch: dict) -> dict:
@@ -237,13 +254,27 @@ def _views(self: DiRA, image_size: int, # training crop size
            faithful_flip_quirk: bool = False, # reproduce the original code's un-flipped restoration target
            **options) -> DiRAViews:
     "DiRA's paired views: two augmented crops, the first distorted for restoration (not for the `di` variant)."
-    return DiRAViews(size=image_size, mode="dira" if self.config.restorative else "di", faithful_flip_quirk=faithful_flip_quirk)
+    return DiRAViews(size=image_size, mode="dira" if self.config.restorative else "di", scale=self.config.crop_scale,
+                     faithful_flip_quirk=faithful_flip_quirk)
 
 def _warmup_stage(cls, config: DiRAConfig) -> dict | None:
     "Stage 1 of a model with a discriminator: the same model without it (`dir`)."
     return dict(adversarial=False, stage="dir") if config.adversarial else None
 
-DiRA.views, DiRA.warmup_stage = _views, classmethod(_warmup_stage)
+def _budget_recipe(cls, config: DiRAConfig, # the config as the user set it
+                   total_steps: int, # optimiser steps of the whole run (both stages)
+                   steps_per_epoch: int, # steps in one epoch of the first stage
+                   n_train: int, # training images
+                  ) -> dict:
+    "Key-momentum ramp, crop scale, LR warm-up and queue length for a run of this length and image size."
+    out = dict(crop_scale=budget_crop_scale(config.image_size, (0.2, 1.0)),
+               warmup_steps=budget_warmup_steps(total_steps, steps_per_epoch))
+    if config.discriminative == "moco":
+        out.update(moco_m=budget_momentum(total_steps, 0.999), moco_m_steps=int(total_steps),
+                   moco_k=int(max(1, min(config.moco_k, n_train // 2))))
+    return out
+
+DiRA.views, DiRA.warmup_stage, DiRA.budget_recipe = _views, classmethod(_warmup_stage), classmethod(_budget_recipe)
 
 # %% ../../nbs/41_methods.dira.ipynb #c018
 register_method("dira", DiRA)

@@ -6,6 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/viz.dashboard.html.md"""
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c003
 from __future__ import annotations
+import math
 import contextlib, copy, html, json, random, time, traceback, warnings
 from datetime import datetime
 from pathlib import Path
@@ -293,7 +294,9 @@ class Dashboard:
         from dira_nb.viz.realism import loss_curves_figure
         rows = self._losses()
         if not rows: return ["no training steps yet"], ""
-        return [loss_curves_figure(rows)], f"{len(rows)} steps"
+        queue = getattr(self.method, "queue", None)
+        chance = {"loss_dis": math.log(queue.size + 1)} if queue is not None else None     # InfoNCE at chance: ln(K+1)
+        return [loss_curves_figure(rows, chance=chance)], f"{len(rows)} steps"
 
     def _restorations(self, cache):
         "Inputs, restorations and targets of the selected probes (cached for one refresh)."

@@ -198,8 +198,9 @@ def loss_curves_figure(batch_losses: list, # per-step dicts (`learn.recorder.bat
                        x: str | None = None, # x key; None = 'iter', else 'epoch', else the row number
                        smooth: float = 0.0, # EMA smoothing
                        title: str | None = None, # figure title
+                       chance: dict | None = None, # {term: level} dashed reference lines, e.g. {"loss_dis": ln(K+1)}
                       ):
-    "Plotly figure with one panel per loss term and one trace per column (train / valid) of that term."
+    "Plotly figure with one panel per loss term, one trace per column (train / valid), and chance lines where given."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     rows = list(batch_losses)
@@ -221,6 +222,9 @@ def loss_curves_figure(batch_losses: list, # per-step dicts (`learn.recorder.bat
                                      mode="lines+markers" if len(ys) < 30 else "lines", line=dict(color=colors[split]),
                                      hovertemplate=f"{k} %{{y:.4g}} at {xk or 'row'} %{{x}}<extra></extra>"),
                           row=i // cols + 1, col=i % cols + 1)
+        if chance and term in chance:
+            fig.add_hline(y=chance[term], line_dash="dash", line_color="#888888", annotation_text="chance",
+                          annotation_position="bottom left", row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(title_text=xk or "row")
     fig.update_layout(title=title, height=260 * nrows + 40, width=320 * cols + 40, margin=dict(l=10, r=10, t=60, b=10))
     return fig
@@ -231,6 +235,7 @@ def curves_image(batch_losses: list, # rows as for `loss_curves_figure`
                  x: str | None = None, # x key
                  panel: tuple = (260, 160), # panel width and height in pixels
                  cols: int = 3, # panels per row
+                 chance: dict | None = None, # {term: level} dashed grey reference lines (e.g. InfoNCE's ln(K+1))
                 ) -> np.ndarray:
     "`uint8` RGB image with one panel per loss term (train blue, valid orange)."
     from PIL import Image, ImageDraw
@@ -248,8 +253,13 @@ def curves_image(batch_losses: list, # rows as for `loss_curves_figure`
         series = [(k, *_rows_xy(rows, k, xk)) for k in cks]
         ally = np.concatenate([s[2] for s in series if len(s[2])] or [np.zeros(1)])
         allx = np.concatenate([s[1] for s in series if len(s[1])] or [np.zeros(1)])
+        level = (chance or {}).get(term)
+        if level is not None: ally = np.append(ally, level)
         y0, y1 = float(ally.min()), float(ally.max()); x0, x1 = float(allx.min()), float(allx.max())
-        d.text((ox + 6, oy + 3), f"{term}  [{y0:.3g}, {y1:.3g}]", fill=(0, 0, 0))
+        d.text((ox + 6, oy + 3), f"{term}  [{y0:.3g}, {y1:.3g}]" + (f"  chance {level:.3g}" if level is not None else ""), fill=(0, 0, 0))
+        if level is not None:
+            cy = oy + ph - 10 - (level - y0) / ((y1 - y0) or 1) * (ph - 34)
+            for sx in range(ox + 10, ox + pw - 10, 8): d.line([(sx, cy), (sx + 4, cy)], fill=(136, 136, 136), width=1)
         for k, xs, ys in series:
             if not len(ys): continue
             px = ox + 10 + (xs - x0) / ((x1 - x0) or 1) * (pw - 20)
