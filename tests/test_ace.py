@@ -124,3 +124,52 @@ def test_pretrain_end_to_end(tmp_path):
     enc = create_encoder(meta["backbone"], in_chans=1)
     enc.load_backbone_state_dict(state)                     # strict: every key matches the ViT
     assert torch.allclose(enc(x)[-1], m2.encoder.eval()(x)[-1], atol=1e-5)
+
+
+def test_weight_decay_and_momentum_schedules():
+    m = create_method("ace", **SMALL, ema_steps=8, weight_decay_steps=8)
+    opts = m.configure_optimizers()
+    g_decay, g_plain = opts["G"].param_groups
+    assert g_decay["weight_decay"] == pytest.approx(0.04) and g_plain["weight_decay"] == 0.0
+    batch = _batch(m, n=2)
+    wds = []
+    for _ in range(9):
+        _step(m, opts, batch)                                         # the wd in force for the step just taken
+        wds.append(g_decay["weight_decay"])
+    assert wds[0] == pytest.approx(0.04) and wds[-1] == pytest.approx(0.4)        # original: cosine 0.04 -> 0.4
+    assert wds[4] == pytest.approx(0.22) and all(a < b for a, b in zip(wds[:8], wds[1:]))
+    assert g_plain["weight_decay"] == 0.0                                          # biases and norms never decay
+    assert m.ema_momentum() == 1.0 and int(m.step) == 9
+    m.step.fill_(0)
+    assert m.ema_momentum() == pytest.approx(0.996) and m.weight_decay() == pytest.approx(0.04)
+    # defaults: constant weight decay and momentum, however long the run
+    c = create_method("ace", **SMALL)
+    c.step.fill_(10**6)
+    assert (c.weight_decay(), c.ema_momentum()) == (0.04, 0.996)
+    assert ACEConfig().weight_decay_end == 0.4 and ACEConfig().warmup_steps == 0
+
+
+def test_last_layer_frozen_for_first_steps():
+    seed_everything(3)
+    m = create_method("ace", **SMALL, freeze_last_layer_steps=2, lr=1e-3)
+    opts = m.configure_optimizers()
+    batch = _batch(m, n=2)
+    last = lambda: m.dino_head.last_layer.parametrizations.weight.original1.detach().clone()
+    w0 = last()
+    _step(m, opts, batch); _step(m, opts, batch)
+    assert torch.equal(last(), w0)                                   # steps 0 and 1: frozen
+    _step(m, opts, batch)
+    assert not torch.equal(last(), w0)                               # step 2: trains
+
+
+def test_budget_recipe_short_and_long():
+    short = ACE.budget_recipe(ACEConfig(), 300, 15, 120)             # 20 epochs of 15 steps
+    assert short.pop("ema_momentum") == pytest.approx(1 - 5 / 300)
+    assert short == dict(ema_steps=300, weight_decay_steps=300, freeze_last_layer_steps=15, warmup_steps=15)
+    long = ACE.budget_recipe(ACEConfig(), 302 * 500, 500, 86_524)    # the original's 302 epochs
+    assert long == dict(ema_momentum=0.996, ema_steps=151_000, weight_decay_steps=151_000,
+                        freeze_last_layer_steps=500, warmup_steps=5000)  # 1 frozen epoch and 10 warm-up epochs, as the code
+    tiny = ACE.budget_recipe(ACEConfig(), 20, 10, 40)                # 2 epochs: freeze capped at a tenth of the run
+    assert (tiny["ema_momentum"], tiny["freeze_last_layer_steps"], tiny["warmup_steps"]) == (0.9, 2, 1)
+    m = create_method("ace", **SMALL, **tiny)                        # the overrides build a valid method
+    assert m.config.weight_decay_steps == 20

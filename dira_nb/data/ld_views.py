@@ -1,4 +1,4 @@
-"""The training sample of Local Discrimination (LD): two photometric views of one shared geometric crop, an extra flip/rot90 on view 2 that the model undoes on its feature maps, and mixup built from a batch.
+"""The training sample of Local Discrimination (LD): two photometric views of one shared geometric crop, an extra quarter-turn rotation of view 2 that the model undoes on its feature maps, and mixup built from a batch.
 
 Docs: https://dira-nb.github.io/dira_nb/data.ld_views.html.md"""
 
@@ -31,27 +31,33 @@ def rotate_image(img: torch.Tensor, # C×H×W (or B×C×H×W) float image
     return out[0] if img.ndim == 3 else out
 
 def view2_geometry(x: torch.Tensor, # ...×H×W tensor (image or feature map), square
-                   flip: bool, # mirror left-right first
+                   flip: bool, # turn by 180° (the original's `flip(dims=(1,2))` of a C×H×W tensor: rows and columns reversed)
                    k: int, # then rotate by k·90° (torch.rot90 direction)
+                   mirror: bool = False, # first mirror left-right (ours; not in the original)
                   ) -> torch.Tensor:
-    "The extra transform of view 2: optional horizontal flip, then `k` quarter turns."
+    "The extra transform of view 2: optional left-right mirror, optional 180° flip, then `k` quarter turns."
     if x.shape[-1] != x.shape[-2]: raise ValueError(f"view2_geometry: needs a square map, got {tuple(x.shape[-2:])}")
-    if flip: x = x.flip(-1)
+    if mirror: x = x.flip(-1)
+    if flip: x = x.flip((-2, -1))
     return torch.rot90(x, int(k) % 4, dims=(-2, -1))
 
 def undo_view2_geometry(maps: torch.Tensor, # B×C×H×W feature maps of view 2
-                        flip: torch.Tensor, # B booleans: view 2 was flipped
+                        flip: torch.Tensor, # B booleans: view 2 was turned by 180°
                         k: torch.Tensor, # B ints: view 2 was rotated by k·90°
+                        mirror: torch.Tensor | None = None, # B booleans: view 2 was mirrored left-right (None: never)
                        ) -> torch.Tensor:
-    "Map view-2 feature maps back onto view 1's layout (the inverse of `view2_geometry`, per sample)."
+    "Map view-2 feature maps back onto view 1's layout (the exact inverse of `view2_geometry`, per sample)."
     if maps.ndim != 4: raise ValueError(f"undo_view2_geometry: expected B×C×H×W maps, got {tuple(maps.shape)}")
+    b = maps.shape[0]
     flip, k = torch.as_tensor(flip).reshape(-1), torch.as_tensor(k).reshape(-1)
-    if len(flip) != maps.shape[0] or len(k) != maps.shape[0]:
-        raise ValueError(f"undo_view2_geometry: {maps.shape[0]} maps but {len(flip)} flips and {len(k)} rotations")
+    mirror = torch.zeros(b, dtype=torch.bool) if mirror is None else torch.as_tensor(mirror).reshape(-1)
+    if not len(flip) == len(k) == len(mirror) == b:
+        raise ValueError(f"undo_view2_geometry: {b} maps but {len(flip)} flips, {len(k)} rotations and {len(mirror)} mirrors")
     out = []
-    for m, f, r in zip(maps, flip.tolist(), k.tolist()):
+    for m, f, r, mi in zip(maps, flip.tolist(), k.tolist(), mirror.tolist()):
         m = torch.rot90(m, -int(r) % 4, dims=(-2, -1))
-        out.append(m.flip(-1) if f else m)
+        if f: m = m.flip((-2, -1))
+        out.append(m.flip(-1) if mi else m)
     return torch.stack(out)
 
 # %% ../../nbs/04_data.ld_views.ipynb #c010
@@ -80,15 +86,17 @@ class LDViews:
                  brightness: float = 0.4, # per-view brightness jitter
                  contrast: float = 0.4, # per-view contrast jitter
                  shared_flips: bool = True, # random H and V flips of the shared geometry
-                 view2_flip: bool = True, # random extra H flip of view 2 (undone on features)
-                 view2_rot90: bool = True, # random extra k·90° rotation of view 2 (undone on features)
+                 view2_flip: bool = True, # random extra 180° turn of view 2, p = ½ (the code's `flip(dims=(1,2))`; undone on features)
+                 view2_rot90: bool = True, # random extra k·90° rotation of view 2, k ~ U{0..3} (code; undone on features)
+                 view2_mirror: bool = False, # random extra left-right mirror of view 2, p = ½ (ours, not in the code; undone on features)
                  restorative: bool = False, # add `x_res` (DiRA-distorted view 1) and `target` (its clean version)
                  distortion: DiRADistortion | None = None, # distortion sampler for `x_res` (default `DiRADistortion()`)
                 ):
         if int(size) < 2: raise ValueError(f"LDViews: size must be an int ≥ 2, got {size}")
         self.size, self.scale, self.max_rotation, self.view_rotation = int(size), tuple(scale), max_rotation, view_rotation
         self.brightness, self.contrast, self.shared_flips = brightness, contrast, shared_flips
-        self.view2_flip, self.view2_rot90, self.restorative = view2_flip, view2_rot90, restorative
+        self.view2_flip, self.view2_rot90, self.view2_mirror = view2_flip, view2_rot90, view2_mirror
+        self.restorative = restorative
         self.distortion = DiRADistortion() if distortion is None else distortion
 
     def _photometric(self, img, g):
@@ -100,7 +108,7 @@ class LDViews:
                  img: torch.Tensor, # 1×H×W (or H×W) float image in [0, 1]
                  generator: torch.Generator | None = None, # optional generator (default: torch's global one)
                 ) -> dict:
-        "dict(x1, x2: 1×S×S views, flip2: bool tensor, rot2: int tensor [, x_res, target, kind])."
+        "dict(x1, x2: 1×S×S views, flip2 (180° turn), mirror2: bool tensors, rot2: int tensor [, x_res, target, kind])."
         g = generator
         if isinstance(img, torch.Tensor) and img.ndim == 2: img = img[None]
         _check_img(img, "LDViews", channels=1)
@@ -114,8 +122,9 @@ class LDViews:
         _, x2 = self._photometric(crop, g)
         flip2 = bool(self.view2_flip and _rand(g) < 0.5)
         rot2 = _randint(0, 3, g) if self.view2_rot90 else 0
-        out = dict(x1=x1, x2=view2_geometry(x2, flip2, rot2).contiguous(), flip2=torch.tensor(flip2),
-                   rot2=torch.tensor(rot2, dtype=torch.long))
+        mirror2 = bool(self.view2_mirror and _rand(g) < 0.5)
+        out = dict(x1=x1, x2=view2_geometry(x2, flip2, rot2, mirror2).contiguous(), flip2=torch.tensor(flip2),
+                   rot2=torch.tensor(rot2, dtype=torch.long), mirror2=torch.tensor(mirror2))
         if self.restorative:
             x_res, kind = self.distortion(x1, g)
             out.update(x_res=x_res, target=geo1.clamp(0, 1), kind=kind)
@@ -129,13 +138,14 @@ class LDViews:
         "A plotly grid: view 1, view 2 as the network sees it, and view 2 mapped back onto view 1."
         g = torch.Generator().manual_seed(seed)
         s = [self(img, g) for _ in range(n)]
-        back = [undo_view2_geometry(d["x2"][None], d["flip2"][None], d["rot2"][None])[0] for d in s]
+        back = [undo_view2_geometry(d["x2"][None], d["flip2"][None], d["rot2"][None], d["mirror2"][None])[0] for d in s]
         rows = [[d["x1"] for d in s], [d["x2"] for d in s], back]
-        titles = [["view 1"] * n, [f"view 2 (flip={bool(d['flip2'])}, k={int(d['rot2'])})" for d in s],
+        titles = [["view 1"] * n, [f"view 2 (flip={bool(d['flip2'])}, k={int(d['rot2'])}, mirror={bool(d['mirror2'])})" for d in s],
                   ["view 2, undone"] * n]
         return image_grid(rows, titles, title=f"LD views ({self.size} px)")
 
     def __repr__(self):
         return (f"LDViews(size={self.size}, scale={self.scale}, max_rotation={self.max_rotation}, "
                 f"view_rotation={self.view_rotation}, view2_flip={self.view2_flip}, view2_rot90={self.view2_rot90}, "
+                f"view2_mirror={self.view2_mirror}, "
                 f"restorative={self.restorative})")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Method, register_method
+from .core import Method, register_method, budget_momentum, budget_warmup_steps
 from ..models.encoders import create_encoder, ResNetEncoder
 import dira_nb.models.vit  # registers vit_nano / vit_tiny / vit_small
 from ..models.ace_heads import DINOHead, DenseHead, DecomposeMLP, ComposeMLP, TokenDecoder
@@ -21,7 +21,7 @@ from ..data.grid_crops import GridLayout, GridCrop, ACEGridViews
 from ..losses import momentum_update, restoration_loss, lsgan_generator_loss, lsgan_discriminator_loss
 
 # %% auto #0
-__all__ = ['alpha_balanced_bce', 'ace_global_loss', 'ACEConfig', 'ACE']
+__all__ = ['alpha_balanced_bce', 'ace_global_loss', 'ACEConfig', 'ACE', 'cosine_ramp']
 
 # %% ../../nbs/43_methods.ace.ipynb #c006
 def alpha_balanced_bce(logits: torch.Tensor, # similarity logits, any shape
@@ -74,7 +74,10 @@ class ACEConfig:
     ema_steps: int | None = None          # length of the momentum ramp in steps (None: constant momentum)
     freeze_last_layer_steps: int = 0      # steps with a frozen DINO last layer (original: epoch 1)
     lr: float = 5e-4                      # AdamW learning rate (original: 5e-4 × batch/256 peak)
-    weight_decay: float = 0.04            # AdamW weight decay (not on biases and norms)
+    weight_decay: float = 0.04            # AdamW weight decay (not on biases and norms); start of the cosine ramp
+    weight_decay_end: float = 0.4         # weight decay at the end of a cosine ramp of `weight_decay_steps` (original: 0.4)
+    weight_decay_steps: int | None = None # length of the weight-decay ramp in steps (None: constant `weight_decay`)
+    warmup_steps: int = 0                 # linear LR warm-up steps, applied by `pretrain` (original: 10 epochs)
     clip_grad: float | None = 0.8         # gradient-norm clip of the generator (None: off)
     restorative: bool = False             # DiRA on ACE: restore the distorted fine crop
     adversarial: bool = False             # DiRA on ACE: PatchGAN judges the restorations
@@ -91,6 +94,8 @@ class ACEConfig:
             raise ValueError("ACEConfig: adversarial=True needs restorative=True (the discriminator judges restorations)")
         if not (0 < self.alpha_dec < 1 and 0 < self.alpha_comp < 1):
             raise ValueError(f"ACEConfig: alpha_dec and alpha_comp must lie in (0, 1), got {self.alpha_dec}, {self.alpha_comp}")
+        neg = [k for k in ("weight_decay", "weight_decay_end", "warmup_steps", "freeze_last_layer_steps") if getattr(self, k) < 0]
+        if neg: raise ValueError(f"ACEConfig: {neg} must be ≥ 0")
         if self.restoration not in ("mse", "l1"): raise ValueError(f"ACEConfig: restoration must be 'mse' or 'l1', got {self.restoration!r}")
         self.canvas_scale, self.decoder_channels, self.betas_d = tuple(self.canvas_scale), tuple(self.decoder_channels), tuple(self.betas_d)
 
@@ -109,10 +114,11 @@ def _token_level(encoder, image_size: int, level: int | None, min_tokens: int) -
                      f"(reductions {reds}); choose another image_size or backbone")
 
 class _ClippedAdamW(torch.optim.AdamW):
-    "AdamW that clips the global gradient norm of its parameters to `clip` before each step (None: no clipping)."
-    def __init__(self, params, clip: float | None = None, **kw):
-        super().__init__(params, **kw); self.clip = clip
+    "AdamW that clips the global gradient norm to `clip` (None: off) and, with `weight_decay_fn`, sets group 0's weight decay before each step."
+    def __init__(self, params, clip: float | None = None, weight_decay_fn=None, **kw):
+        super().__init__(params, **kw); self.clip, self.weight_decay_fn = clip, weight_decay_fn
     def step(self, closure=None):
+        if self.weight_decay_fn is not None: self.param_groups[0]["weight_decay"] = float(self.weight_decay_fn())
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_([p for g in self.param_groups for p in g["params"] if p.grad is not None], self.clip)
         return super().step(closure)
@@ -254,22 +260,35 @@ def _discriminator_loss(self: ACE, batch: dict, pred: dict) -> dict | None:
 ACE.generator_loss, ACE.discriminator_loss = _generator_loss, _discriminator_loss
 
 # %% ../../nbs/43_methods.ace.ipynb #c022
+def cosine_ramp(start: float, # value at step 0
+                end: float, # value at `steps` and after
+                step: int, # current step
+                steps: int | None, # ramp length; None or 0: constant `start`
+               ) -> float:
+    "`start` → `end` along a half cosine over `steps` steps (DINO's `cosine_scheduler` without warm-up)."
+    if not steps: return float(start)
+    t = min(max(int(step), 0), int(steps)) / int(steps)
+    return float(end) if t >= 1 else float(start + (end - start) * (1 - math.cos(math.pi * t)) / 2)
+
 def _ema_momentum(self: ACE) -> float:
     "Teacher momentum at the current step: constant, or a cosine ramp from `ema_momentum` to `ema_momentum_end`."
     c = self.config
-    if not c.ema_steps: return c.ema_momentum
-    t = min(int(self.step), c.ema_steps) / c.ema_steps
-    return c.ema_momentum_end - (c.ema_momentum_end - c.ema_momentum) * (math.cos(math.pi * t) + 1) / 2
+    return cosine_ramp(c.ema_momentum, c.ema_momentum_end, int(self.step), c.ema_steps)
+
+def _weight_decay(self: ACE) -> float:
+    "Weight decay of the decayed group at the current step: constant, or a cosine ramp from `weight_decay` to `weight_decay_end`."
+    c = self.config
+    return cosine_ramp(c.weight_decay, c.weight_decay_end, int(self.step), c.weight_decay_steps)
 
 def _configure_optimizers(self: ACE) -> dict:
-    "AdamW (weight decay off for biases and norms, gradient clipping) for the student; Adam for the discriminator."
+    "AdamW (scheduled weight decay, off for biases and norms; gradient clipping) for the student; Adam for the discriminator."
     c = self.config
     decay, no_decay = [], []
     for n, p in self.named_parameters():
         if not p.requires_grad or n.startswith(("teacher.", "discriminator.")): continue
         (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [dict(params=decay, weight_decay=c.weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    opts = dict(G=_ClippedAdamW(groups, clip=c.clip_grad, lr=c.lr))
+    groups = [dict(params=decay, weight_decay=_weight_decay(self)), dict(params=no_decay, weight_decay=0.0)]
+    opts = dict(G=_ClippedAdamW(groups, clip=c.clip_grad, lr=c.lr, weight_decay_fn=lambda: _weight_decay(self)))
     if c.adversarial: opts["D"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=c.betas_d)
     return opts
 
@@ -335,9 +354,23 @@ def _dashboard_panels(self: ACE) -> dict:
     return dict(correspondence=correspondence_panel, retrieval=retrieval_panel)
 
 ACE.configure_optimizers, ACE.after_update, ACE.validation_step = _configure_optimizers, _after_update, _validation_step
+ACE.ema_momentum, ACE.weight_decay = _ema_momentum, _weight_decay
 ACE.token_grid, ACE.embed, ACE.reconstruct, ACE.checkpoint_parts = _token_grid, _embed, _reconstruct, _checkpoint_parts
 ACE.warmup_stage, ACE.dashboard_panels = classmethod(_warmup_stage), _dashboard_panels
 
 register_method("ace", ACE)
 register_method("ace_r", ACE, restorative=True, stage="ace_r")
 register_method("ace_ra", ACE, restorative=True, adversarial=True, stage="ace_ra")
+
+# %% ../../nbs/43_methods.ace.ipynb #c114
+def _budget_recipe(cls, config: ACEConfig, # the config as the user set it
+                   total_steps: int, # optimiser steps of the whole run, all stages together
+                   steps_per_epoch: int, # optimiser steps in one epoch of the first stage
+                   n_train: int, # training images
+                  ) -> dict:
+    "Teacher-momentum and weight-decay ramps over the run, DINO last layer frozen for an epoch (≤ 10 % of the run), LR warm-up."
+    T, E = max(int(total_steps), 1), max(int(steps_per_epoch), 1)
+    return dict(ema_momentum=budget_momentum(T, paper=config.ema_momentum), ema_steps=T, weight_decay_steps=T,
+                freeze_last_layer_steps=min(E, T // 10), warmup_steps=budget_warmup_steps(T, E))
+
+ACE.budget_recipe = classmethod(_budget_recipe)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Method, register_method
+from .core import Method, register_method, budget_warmup_steps
 from ..models.ld import LDNet
 from ..models.unet import UNet
 from ..models.discriminator import PatchDiscriminator
@@ -20,7 +20,7 @@ from ..losses import restoration_loss, lsgan_generator_loss, lsgan_discriminator
 
 # %% auto #0
 __all__ = ['batch_criterion', 'patch_features', 'center_weights', 'pd_loss', 'mixup_targets', 'mixup_loss', 'region_features',
-           'region_loss', 'entropy_loss', 'LDConfig', 'LD']
+           'region_loss', 'entropy_loss', 'LDConfig', 'HalvingAdam', 'LD']
 
 # %% ../../nbs/42_methods.ld.ipynb #c006
 def batch_criterion(f: torch.Tensor, # N×D unit vectors; rows i and (i + N/2) mod N are positive pairs
@@ -138,6 +138,10 @@ class LDConfig:
     decoder_channels: tuple = (256, 128, 64, 32, 16)  # restoration U-Net decoder widths
     lr: float = 1e-3                      # Adam learning rate (code: 1e-3)
     weight_decay: float = 0.0             # Adam weight decay (code: none)
+    lr_halving: bool = False              # the code's schedule: Adam's rate halved every `lr_halving_steps` (`HalvingAdam`; replaces the cosine)
+    lr_halving_steps: int = 10_000        # steps between halvings (code: 10 epochs × 1000 iterations), counted per stage
+    warmup_steps: int = 0                 # linear LR warm-up steps (code: none); `pretrain` applies it in stage 1, `HalvingAdam` in every stage
+    view2_mirror: bool = False            # extra random left-right mirror of view 2 (ours; the code only rotates view 2)
     lr_d: float = 2e-4                    # Adam learning rate of the discriminator
     betas_d: tuple = (0.5, 0.999)         # Adam betas of the discriminator
 
@@ -152,7 +156,35 @@ class LDConfig:
             raise ValueError(f"LDConfig: center_sensitive needs image_size ({self.image_size}) divisible by grid ({self.grid})")
         neg = [k for k in ("w_pd", "w_mix", "w_rd", "w_ent", "w_res", "w_adv") if getattr(self, k) < 0]
         if neg: raise ValueError(f"LDConfig: loss weights must be ≥ 0, got negative {neg}")
+        if int(self.lr_halving_steps) < 1: raise ValueError(f"LDConfig: lr_halving_steps must be ≥ 1, got {self.lr_halving_steps}")
+        if int(self.warmup_steps) < 0: raise ValueError(f"LDConfig: warmup_steps must be ≥ 0, got {self.warmup_steps}")
         self.lam_range, self.decoder_channels, self.betas_d = tuple(self.lam_range), tuple(self.decoder_channels), tuple(self.betas_d)
+
+# %% ../../nbs/42_methods.ld.ipynb #c102
+class HalvingAdam(torch.optim.Adam):
+    "Adam that sets its own rate before every step: a linear warm-up, then halved every `halving_steps` steps (LD's code)."
+    def __init__(self, params, # parameters or parameter groups
+                 halving_steps: int = 10_000, # steps between halvings (code: 10 epochs of 1000 iterations)
+                 warmup_steps: int = 0, # the first steps ramp linearly from base/warmup_steps up to the base rate
+                 **kwargs): # `torch.optim.Adam` settings (lr, betas, weight_decay, ...)
+        if int(halving_steps) < 1: raise ValueError(f"HalvingAdam: halving_steps must be ≥ 1, got {halving_steps}")
+        if int(warmup_steps) < 0: raise ValueError(f"HalvingAdam: warmup_steps must be ≥ 0, got {warmup_steps}")
+        super().__init__(params, **kwargs)
+        self.halving_steps, self.warmup_steps = int(halving_steps), int(warmup_steps)
+        for g in self.param_groups: g.setdefault("initial_lr", g["lr"]); g.setdefault("schedule_step", 0)
+
+    def factor(self, step: int, # optimiser steps already taken
+              ) -> float:
+        "Multiplier of the base rate for the step after `step` earlier ones: warm-up ramp × 0.5^(step // halving_steps)."
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        return warm * 0.5 ** (int(step) // self.halving_steps)
+
+    def step(self, closure=None):
+        "Set each group's `lr` to `initial_lr × factor(steps so far)`, then take an Adam step."
+        for g in self.param_groups:
+            n = int(g.get("schedule_step", 0))
+            g["lr"], g["schedule_step"] = g["initial_lr"] * self.factor(n), n + 1
+        return super().step(closure)
 
 # %% ../../nbs/42_methods.ld.ipynb #c015
 class LD(Method):
@@ -183,11 +215,12 @@ class LD(Method):
             parts.append(x3)
         out = self.net(torch.cat(parts))
         emb = out["emb"].split(b)
-        pred = dict(emb1=emb[0], emb2=undo_view2_geometry(emb[1], batch["flip2"], batch["rot2"]))
+        undo = lambda m: undo_view2_geometry(m, batch["flip2"], batch["rot2"], batch.get("mirror2"))
+        pred = dict(emb1=emb[0], emb2=undo(emb[1]))
         if c.mixup: pred.update(emb3=emb[2], lam=lam, partner=partner)
         if out["assign"] is not None:
             a = out["assign"].split(b)
-            pred.update(assign1=a[0], assign2=undo_view2_geometry(a[1], batch["flip2"], batch["rot2"]))
+            pred.update(assign1=a[0], assign2=undo(a[1]))
         if c.restorative: pred["recon"] = self.unet(batch["x_res"])[1]
         return pred
 
@@ -237,10 +270,11 @@ def _discriminator_loss(self: LD, batch: dict, pred: dict) -> dict | None:
     return dict(loss_d=lsgan_discriminator_loss(d_real, d_fake), d_real=d_real.detach().mean(), d_fake=d_fake.detach().mean())
 
 def _configure_optimizers(self: LD) -> dict:
-    "Adam for the LD network (+ U-Net), Adam for the discriminator when adversarial."
+    "Adam for the LD network (+ U-Net; `HalvingAdam` with `lr_halving`), Adam for the discriminator when adversarial."
     c = self.config
     g = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
-    opts = dict(G=torch.optim.Adam(g, lr=c.lr, weight_decay=c.weight_decay))
+    if c.lr_halving: opts = dict(G=HalvingAdam(g, c.lr_halving_steps, c.warmup_steps, lr=c.lr, weight_decay=c.weight_decay))
+    else: opts = dict(G=torch.optim.Adam(g, lr=c.lr, weight_decay=c.weight_decay))
     if c.adversarial: opts["D"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=c.betas_d)
     return opts
 
@@ -261,7 +295,7 @@ def _views(self: LD, image_size: int, # training crop size
            faithful_flip_quirk: bool = False, # accepted for `pretrain`; a DiRA-only quirk, no effect on LD
            **options) -> LDViews:
     "LD's aligned two-view sample builder (`data.ld_views.LDViews`); `options` are `LDViews` settings."
-    return LDViews(image_size, restorative=self.config.restorative, **options)
+    return LDViews(image_size, restorative=self.config.restorative, **{"view2_mirror": self.config.view2_mirror, **options})
 
 def _warmup_stage(cls, config: LDConfig) -> dict | None:
     "Stage 1: PD + mixup without clustering head (and without discriminator); None when there is nothing to add later."
@@ -316,3 +350,16 @@ register_method("ld_pd", LD, region=False, stage="ld_pd")
 register_method("ld_cs", LD, region=False, center_sensitive=True, stage="ld_cs")
 register_method("ld_r", LD, restorative=True, stage="ld_r")
 register_method("ld_ra", LD, restorative=True, adversarial=True, stage="ld_ra")
+
+# %% ../../nbs/42_methods.ld.ipynb #c107
+def _budget_recipe(cls, config: LDConfig, # the config as the user set it
+                   total_steps: int, # optimiser steps of the whole run, all stages together
+                   steps_per_epoch: int, # optimiser steps in one epoch of the first stage
+                   n_train: int, # training images
+                  ) -> dict:
+    "LR warm-up over min(5 % of the run, 10 epochs); with `lr_halving`, a halving every quarter of the run."
+    out = dict(warmup_steps=budget_warmup_steps(total_steps, steps_per_epoch))
+    if config.lr_halving: out["lr_halving_steps"] = max(1, int(total_steps) // 4)
+    return out
+
+LD.budget_recipe = classmethod(_budget_recipe)
