@@ -105,31 +105,41 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_benchmark_args(p: argparse.ArgumentParser, evaluate: bool = False):
     from dira_nb.eval.benchmark import BenchmarkConfig
     d = BenchmarkConfig()
-    p.add_argument("--tiny", action="store_true", help="tiny budget for smoke tests (16 px, 4 pretraining steps)")
+    p.add_argument("--tiny", action="store_true", help="tiny budget for smoke tests (16 px, 32 pretraining images, 8 steps)")
     if not evaluate:
-        p.add_argument("--methods", nargs="+", default=None, help=f"methods ('random' = no pretraining); default {list(d.methods)}")
+        p.add_argument("--methods", nargs="+", default=None,
+                       help=f"methods ('random' = no pretraining; LD/ACE cannot be evaluated yet); default {list(d.methods)}")
         p.add_argument("--batch-size", type=int, default=None, help=f"pretraining batch (default {d.batch_size})")
-        p.add_argument("--pretrain-steps", type=int, default=None, help=f"total pretraining steps per method (default {d.pretrain_steps})")
+        p.add_argument("--pretrain-steps", type=int, default=None,
+                       help=f"pretraining steps per method, rounded to whole epochs over all images (default {d.pretrain_steps})")
+        p.add_argument("--max-pretrain-images", type=int, default=None, help="cap on pretraining images (default: all)")
         p.add_argument("--lr", type=float, default=None, help="pretraining learning rate (default: each method's own; DiRA: SGD 0.03)")
-        p.add_argument("--out", default=None, help=f"results folder (default {d.out})")
-        p.add_argument("--seed", type=int, default=None, help="pretraining seed")
+        p.add_argument("--num-workers", type=int, default=None, help="pretraining DataLoader workers (default 0)")
+        p.add_argument("--random-seeds", nargs="+", type=int, default=None, help=f"init seeds of 'random' (default {list(d.random_seeds)})")
+        p.add_argument("--n-boot", type=int, default=None, help=f"bootstrap resamples of the paired CIs (default {d.n_boot})")
+        p.add_argument("--out", default=None, help=f"results folder; re-running with the same --out resumes (default {d.out})")
+        p.add_argument("--seeds", nargs="+", type=int, default=None,
+                       help=f"pretraining seeds of every pretrained method; seed i also draws its label subsets (default {list(d.seeds)})")
+    else:
+        p.add_argument("--seeds", nargs="+", type=int, default=None, help="evaluation seeds (label subsets, fine-tuning order; init of 'random')")
     p.add_argument("--datasets", nargs="+", default=None, choices=["pneumonia", "samples"], help=f"default {list(d.datasets)}")
     p.add_argument("--pneumonia-npz", default=None, help="PneumoniaMNIST .npz (default: data_samples/pneumoniamnist28/pneumoniamnist28.npz)")
     p.add_argument("--backbone", default=None, help=f"default {d.backbone}")
     p.add_argument("--image-size", type=int, default=None, help=f"default {d.image_size}")
-    p.add_argument("--probe-train", type=int, default=None, help="cap on labelled images of the linear probe / kNN")
-    p.add_argument("--test-images", type=int, default=None, help="cap on test (and validation) images")
-    p.add_argument("--knn-k", type=int, default=None)
-    p.add_argument("--finetune-steps", type=int, default=None)
-    p.add_argument("--finetune-batch", type=int, default=None)
-    p.add_argument("--finetune-lr", type=float, default=None)
-    p.add_argument("--fractions", nargs="+", type=float, default=None, help="label fractions, e.g. 0.01 0.1 0.25 1")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="fine-tuning seeds")
+    p.add_argument("--probe-train", type=int, default=None, help="cap on labelled images of the linear probe / kNN (default: all)")
+    p.add_argument("--test-images", type=int, default=None, help="cap on test (and validation) images (default: all)")
+    p.add_argument("--knn-k", type=int, default=None, help=f"default {d.knn_k}")
+    p.add_argument("--fractions", nargs="+", type=float, default=None, help=f"label fractions (default {list(d.fractions)})")
+    p.add_argument("--finetune-steps", type=int, default=None, help=f"cap on the steps of one fine-tuning run (default {d.finetune_steps})")
+    p.add_argument("--finetune-batch", type=int, default=None, help=f"default {d.finetune_batch}")
+    p.add_argument("--finetune-lr", type=float, default=None, help=f"default {d.finetune_lr}")
+    p.add_argument("--eval-every", type=int, default=None, help=f"fine-tuning validation interval in steps (default {d.eval_every})")
+    p.add_argument("--patience", type=int, default=None, help=f"validations without improvement before fine-tuning stops (default {d.patience})")
     p.add_argument("--no-localization", action="store_true", help="skip Grad-CAM localization on data_samples lesions")
     p.add_argument("--cam-layer", default=None, help="encoder stage for Grad-CAM (layer1..layer4)")
-    p.add_argument("--segmentation-steps", type=int, default=None, help="lung U-Net fine-tuning steps (0 skips)")
+    p.add_argument("--segmentation-steps", type=int, default=None, help="lung U-Net fine-tuning steps on data_samples (0 skips)")
     p.add_argument("--device", default=None, help="auto / cpu / cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice; 1 on a busy machine)")
 
 def _benchmark_config(a: argparse.Namespace):
     "The `BenchmarkConfig` that parsed benchmark/evaluate flags describe."
@@ -200,7 +210,11 @@ def _cmd_evaluate(args) -> int:
     from dira_nb.eval.benchmark import benchmark_data, evaluate_encoder
     if args.threads: torch.set_num_threads(args.threads)
     cfg = _benchmark_config(args)
-    res = {ds: evaluate_encoder(args.run, benchmark_data(ds, cfg), cfg, with_samples_extras=ds == "samples") for ds in cfg.datasets}
+    no_scores = lambda r: {**r, "metrics": {k: {kk: v for kk, v in m.items() if kk != "scores"} for k, m in r["metrics"].items()}}
+    res = {}
+    for ds in cfg.datasets:
+        data = benchmark_data(ds, cfg)
+        res[ds] = [no_scores(evaluate_encoder(args.run, data, cfg, seed=s, with_samples_extras=ds == "samples")) for s in cfg.seeds]
     print(json.dumps(res, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
     return 0
 

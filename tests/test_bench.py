@@ -32,3 +32,20 @@ def test_tiny_bench_writes_results(tmp_path):
 def test_ratio_against_original_figures():
     bench = _load()
     assert bench.ORIGINAL[("dira", "resnet50", 224)] == (0.80, 0.85) and bench.ORIGINAL[("dira", "resnet50", 64)] == (6.0, 7.3)
+
+
+def test_quality_scripts_parse_with_the_benchmark_flags():
+    "bench/quality.py and bench/quality_gpu.sh use only flags the benchmark knows, and the GPU variant is a larger budget."
+    import argparse, shlex
+    from dira_nb.cli import _add_benchmark_args, _benchmark_config
+    from dira_nb.eval.benchmark import BenchmarkConfig
+    root = BENCH.parent
+    gpu = (root / "quality_gpu.sh").read_text()
+    assert (root / "quality_gpu.sh").stat().st_mode & 0o111                          # executable
+    line = next(l for l in gpu.splitlines() if "bench/quality.py" in l and not l.lstrip().startswith("#"))
+    argv = shlex.split(line.split("bench/quality.py", 1)[1].replace('"$@"', ""))
+    p = argparse.ArgumentParser(); _add_benchmark_args(p)
+    cfg, cpu = _benchmark_config(p.parse_args(argv)), BenchmarkConfig()
+    assert cfg.device == "cuda" and cfg.pretrain_steps > cpu.pretrain_steps and len(cfg.seeds) >= len(cpu.seeds)
+    assert len(cfg.random_seeds) >= 3 and cfg.image_size == 28 and set(cpu.methods) <= set(cfg.methods)
+    assert "run_benchmark_cli" in (root / "quality.py").read_text()

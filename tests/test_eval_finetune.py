@@ -61,3 +61,17 @@ def test_label_fraction_study_summary():
     assert s["n_seeds"] == 2 and " ± " in s["text"]
     assert mean_std([2.0, 4.0]) == (3.0, pytest.approx(np.sqrt(2)))
     assert format_mean_std([0.25]) == "0.250"
+
+
+def test_finetune_early_stopping_keeps_best_weights():
+    torch.set_num_threads(2)
+    tr, va, te = blob_task(48, 16, seed=0), blob_task(32, 16, seed=1), blob_task(48, 16, seed=2)
+    clf = build_classifier("random", n_classes=1, seed=0)
+    r = finetune_classifier(clf, tr, va, te, steps=300, batch_size=16, eval_every=4, patience=3, seed=0, device="cpu")
+    assert r["stopped_early"] and r["steps_run"] == r["best_step"] + 12 < 300 and len(r["history"]) == r["steps_run"]
+    assert r["test_scores"].shape == (48,) and r["auc"] == pytest.approx(auc_score(te[1], predict_scores(clf, te[0])))
+    full = finetune_classifier(build_classifier("random", n_classes=1, seed=0), tr, va, te, steps=8, batch_size=16,
+                               eval_every=4, patience=5, seed=0, device="cpu")
+    assert not full["stopped_early"] and full["steps_run"] == 8                 # patience never ran out
+    with pytest.raises(ValueError, match="patience"):
+        finetune_classifier(clf, tr, va, steps=2, patience=0)

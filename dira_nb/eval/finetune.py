@@ -129,14 +129,16 @@ def finetune_classifier(model: nn.Module, # e.g. from `build_classifier`; traine
                         lr: float = 1e-3, # Adam peak learning rate (cosine decay to 0)
                         weight_decay: float = 1e-4, # Adam weight decay
                         eval_every: int | None = None, # validation interval in steps (None: steps // 5)
+                        patience: int | None = None, # stop after this many validations without a better AUC (None: run all `steps`)
                         augment: bool = True, # small random translations
                         seed: int = 0, # seed of batch order and augmentation
                         device: str = "auto", # 'auto', 'cpu', 'cuda'
                        ) -> dict:
-    "Fine-tune all weights with BCE (binary/multi-label) or CE; returns AUCs, the best step and the loss history."
+    "Fine-tune all weights with BCE (binary/multi-label) or CE, keeping the best-validation weights (optionally stopping early); returns AUCs, test scores, the best step and the loss history."
     X, y = train[0], np.asarray(train[1])
     if len(X) != len(y): raise ValueError(f"finetune_classifier: {len(X)} training images but {len(y)} labels")
     if steps < 1: raise ValueError(f"finetune_classifier: steps must be >= 1, got {steps}")
+    if patience is not None and patience < 1: raise ValueError(f"finetune_classifier: patience must be >= 1 or None, got {patience}")
     n_out = model.n_classes if hasattr(model, "n_classes") else None
     if n_out is None: raise ValueError("finetune_classifier: the model needs an `n_classes` attribute (use build_classifier)")
     T, loss_kind = _targets(y, n_out)
@@ -149,7 +151,7 @@ def finetune_classifier(model: nn.Module, # e.g. from `build_classifier`; traine
     bs = min(batch_size, len(X))
     eval_every = eval_every or max(1, steps // 5)
     order, pos = torch.randperm(len(X), generator=g), 0
-    history, best = [], dict(auc=-1.0, step=0, state=None)
+    history, best, stale, stopped = [], dict(auc=-1.0, step=0, state=None), 0, False
     for step in range(1, steps + 1):
         if pos + bs > len(X): order, pos = torch.randperm(len(X), generator=g), 0
         idx = order[pos:pos + bs]; pos += bs
@@ -163,12 +165,17 @@ def finetune_classifier(model: nn.Module, # e.g. from `build_classifier`; traine
         if valid is not None and (step % eval_every == 0 or step == steps):
             row["valid_auc"] = auc_score(valid[1], predict_scores(model, valid[0]))
             if row["valid_auc"] > best["auc"]:
-                best = dict(auc=row["valid_auc"], step=step, state=copy.deepcopy(model.state_dict()))
+                best, stale = dict(auc=row["valid_auc"], step=step, state=copy.deepcopy(model.state_dict())), 0
+            else: stale += 1
         history.append(row)
+        if patience is not None and stale >= patience and step < steps: stopped = True; break
     if best["state"] is not None: model.load_state_dict(best["state"])
-    out = dict(best_step=best["step"] if best["state"] is not None else steps, history=history, n_train=len(X))
+    out = dict(best_step=best["step"] if best["state"] is not None else len(history), steps_run=len(history),
+               stopped_early=stopped, history=history, n_train=len(X))
     if valid is not None: out["valid_auc"] = auc_score(valid[1], predict_scores(model, valid[0]))
-    if test is not None: out["test_auc"] = auc_score(test[1], predict_scores(model, test[0]))
+    if test is not None:
+        out["test_scores"] = predict_scores(model, test[0])
+        out["test_auc"] = auc_score(test[1], out["test_scores"])
     out["auc"] = out.get("test_auc", out.get("valid_auc"))
     return out
 
