@@ -10,7 +10,7 @@ Writes into --out (default bench/results/quality): units/<dataset>/<method>_seed
 runs/ (the pretraining run folders), progress.log, quality.json, quality.md and loss_curves_<dataset>.png. Re-running
 the same command skips finished units (an interrupted run resumes at the unit it was in).
 
-  python bench/quality.py                         # the default budget: about 45 min on 2 quiet CPU cores
+  python bench/quality.py                         # the default budget: about 50 min on 2 quiet CPU cores
   python bench/quality.py --threads 1             # on a machine shared with other jobs (2 threads would spin)
   python bench/quality.py --tiny --out /tmp/q     # plumbing check, seconds
   bench/quality_gpu.sh                            # the long GPU variant

@@ -83,6 +83,8 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path, one_thread):
     assert all(c["lo"] <= c["diff"] <= c["hi"] for c in d["comparisons"])
     for f in ("quality.json", "quality.md", "loss_curves_pneumonia.png", "progress.log"):
         assert (tmp_path / f).exists(), f
+    run = tmp_path / "runs" / "pneumonia" / "dira_seed0"
+    assert (run / "final.pt").exists() and not (run / "resume.pt").exists() and not list(run.glob("*/last.pt"))  # pruned
     unit = json.loads((tmp_path / "units" / "pneumonia" / "dira_seed0.json").read_text())
     assert len(unit["metrics"]["ft_1"]["scores"]) == d["n_test"] and unit["pretrain"]["losses"][-1]["step"] == 8
     md = (tmp_path / "quality.md").read_text()
