@@ -270,7 +270,7 @@ class Learner:
         if 'D' in self.opts:
             d = getattr(self.method, 'discriminator_loss', lambda b, p: None)(self.batch, self.pred)
             if d is not None and self._finite(d, 'D'):
-                self.opts['D'].zero_grad(); d['loss_d'].backward(); self('after_backward_d'); self.opts['D'].step()
+                self.opts['D'].zero_grad(); d['loss_critic'].backward(); self('after_backward_d'); self.opts['D'].step()
                 self.losses.update(d)
         if hasattr(self.method, 'after_update'): self.method.after_update(self.batch, self.pred)
 

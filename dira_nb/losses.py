@@ -143,13 +143,13 @@ def restoration_loss(pred: torch.Tensor, # restored images, e.g. B×1×H×W
     raise ValueError(f"restoration_loss: kind must be 'mse' or 'l1', got {kind!r}")
 
 # %% ../nbs/20_losses.ipynb #c036
-def lsgan_generator_loss(d_fake: torch.Tensor, # discriminator scores of restorations, any shape
+def lsgan_generator_loss(critic_fake: torch.Tensor, # discriminator scores of restorations, any shape
                         ) -> torch.Tensor:
     "LSGAN generator loss `MSE(D(x̂), 1)`, averaged over the score map."
-    return F.mse_loss(d_fake, torch.ones_like(d_fake))
+    return F.mse_loss(critic_fake, torch.ones_like(critic_fake))
 
-def lsgan_discriminator_loss(d_real: torch.Tensor, # scores of real (clean) images, any shape
-                             d_fake: torch.Tensor, # scores of detached restorations, any shape
+def lsgan_discriminator_loss(critic_real: torch.Tensor, # scores of real (clean) images, any shape
+                             critic_fake: torch.Tensor, # scores of detached restorations, any shape
                             ) -> torch.Tensor:
     "LSGAN discriminator loss `½[MSE(D(y), 1) + MSE(D(x̂), 0)]`."
-    return 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
+    return 0.5 * (F.mse_loss(critic_real, torch.ones_like(critic_real)) + F.mse_loss(critic_fake, torch.zeros_like(critic_fake)))

@@ -166,9 +166,9 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
         for s in summary.get("stages", []):
             f = s.get("final", {})
             rows.append([s.get("stage"), s.get("method"), s.get("epochs"), s.get("batch_size"), s.get("seconds"),
-                         *(f.get(k, "") for k in ("train_loss", "valid_loss", "valid_loss_res", "valid_psnr", "valid_d_real", "valid_d_fake"))])
+                         *(f.get(k, "") for k in ("train_loss", "valid_loss", "valid_loss_res", "valid_psnr", "valid_critic_real", "valid_critic_fake"))])
         if rows: page.raw(_table(rows, ["stage", "method", "epochs", "batch", "seconds", "train loss", "valid loss",
-                                        "valid loss_res", "valid PSNR", "valid D(real)", "valid D(restored)"]))
+                                        "valid loss_res", "valid PSNR", "valid critic(real)", "valid critic(restored)"]))
         feats = summary.get("features")
         if feats:
             fmt = lambda r, k: f"{r[k]:.3f}" if isinstance(r.get(k), (int, float)) else "–"
@@ -201,8 +201,8 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
         page.raw(_table([["real (targets)", s["real"]], ["restored", s["fake"]]], ["mean patch score D", "value"]))
         maps = {"real": patch_realism(method, target), "restored": patch_realism(method, rec)}
         page.png(patch_realism_image({"real": target, "restored": rec}, maps, scale=3), "realism_maps.png",
-                 "rows: real target, D(real), restoration, D(restoration); red 0 = judged restored, green 1 = judged real.")
-        adv = {st: rows for st, rows in run["histories"].items() if rows and "train_d_real" in rows[0]}
+                 "rows: real target, critic(real), restoration, critic(restoration); red 0 = judged restored, green 1 = judged real.")
+        adv = {st: rows for st, rows in run["histories"].items() if rows and "train_critic_real" in rows[0]}
         for st, rows in adv.items():
             f = realism_history_figure(rows, prefix="train_"); f.update_layout(title=f"stage {st}: training means per epoch")
             page.fig(f)

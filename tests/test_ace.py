@@ -24,7 +24,7 @@ def _step(m, opts, batch):
     losses = m.generator_loss(batch, pred)
     opts["G"].zero_grad(); losses["loss"].backward(); opts["G"].step()
     d = m.discriminator_loss(batch, pred)
-    if d is not None: opts["D"].zero_grad(); d["loss_d"].backward(); opts["D"].step(); losses.update(d)
+    if d is not None: opts["D"].zero_grad(); d["loss_critic"].backward(); opts["D"].step(); losses.update(d)
     m.after_update(batch, pred)
     return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
 
@@ -79,7 +79,7 @@ def test_dira_on_ace_step(backbone, size):
     batch = _batch(m, n=4)
     assert batch["x1"].shape == batch["target"].shape == (4, 1, size, size)
     out = _step(m, opts, batch)
-    assert {"loss_res", "loss_adv", "loss_d", "d_real", "d_fake", "psnr"} <= set(out) and all(np.isfinite(v) for v in out.values())
+    assert {"loss_res", "loss_adv", "loss_critic", "critic_real", "critic_fake", "psnr"} <= set(out) and all(np.isfinite(v) for v in out.values())
     rec = m.reconstruct(batch["x1"])
     assert rec.shape == batch["target"].shape and 0 <= float(rec.min()) and float(rec.max()) <= 1
     assert ACE.warmup_stage(m.config) == dict(adversarial=False, stage="ace_r")

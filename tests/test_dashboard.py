@@ -59,7 +59,7 @@ def test_refresh_fills_every_panel_headless():
         if k == "losses": assert bundles[0]["text/plain"] == "no training steps yet"
         else: assert any(PLOTLY_MIME in b for b in bundles), k
     assert len(d.panels["recon"].figures[0].data) == 4 * 2     # target/input/restoration/error × 2 probes
-    assert "D(real)" in d.panels["realism"].note
+    assert "critic(real)" in d.panels["realism"].note
     assert m.training and [p.requires_grad for p in m.parameters()] == flags
     assert "data-refreshes='1'" in d.status.value
 

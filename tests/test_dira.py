@@ -65,7 +65,7 @@ def test_generator_step_leaves_discriminator_gradients_empty():
     assert m.encoder.body.conv1.weight.grad is not None
     # the discriminator step does fill them
     d = m.discriminator_loss(b, m.forward_train(b))
-    d["loss_d"].backward()
+    d["loss_critic"].backward()
     assert all(p.grad is not None for p in m.discriminator.parameters())
 
 
@@ -113,7 +113,7 @@ def test_any_image_size(size):
     b = _batch(2, size)
     l = m.generator_loss(b, m.forward_train(b))
     assert torch.isfinite(l["loss"])
-    assert m.discriminator_loss(b, m.forward_train(b))["loss_d"].isfinite()
+    assert m.discriminator_loss(b, m.forward_train(b))["loss_critic"].isfinite()
 
 
 def test_stage_two_starts_from_stage_one_with_fresh_discriminator():

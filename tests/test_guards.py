@@ -68,7 +68,7 @@ class ToyGAN(nn.Module):
     def generator_loss(self, b, p): return {"loss": F.mse_loss(p["y"], b)}
     def discriminator_loss(self, b, p):
         r, f = self.scores[min(self.i, len(self.scores) - 1)]; self.i += 1
-        return {"loss_d": self.d(p["y"].detach()).pow(2).mean(), "d_real": torch.tensor(r), "d_fake": torch.tensor(f)}
+        return {"loss_critic": self.d(p["y"].detach()).pow(2).mean(), "critic_real": torch.tensor(r), "critic_fake": torch.tensor(f)}
     def validation_step(self, b): return self.generator_loss(b, self.forward_train(b))
 
 

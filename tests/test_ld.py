@@ -215,7 +215,7 @@ def test_registry_presets_and_stages():
     b = _fixed_batch(m, n=2)
     pred = m.forward_train(b)
     d = m.discriminator_loss(b, pred)
-    assert set(d) == {"loss_d", "d_real", "d_fake"}
+    assert set(d) == {"loss_critic", "critic_real", "critic_fake"}
     assert {"loss_res", "loss_adv", "loss_rd"} <= set(m.generator_loss(b, pred))
     s1 = create_method("ld", **LD.warmup_stage(m.config), image_size=32, n_clusters=8, restorative=True)
     m.start_from(s1)                                              # cluster head and discriminator start fresh

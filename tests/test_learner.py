@@ -68,7 +68,7 @@ class ToyAE(nn.Module):
     def discriminator_loss(self, batch, pred):
         if self.disc is None: return None
         self.n_d += 1
-        return {"loss_d": lsgan_discriminator_loss(self.disc(batch["x"]), self.disc(pred["recon"].detach()))}
+        return {"loss_critic": lsgan_discriminator_loss(self.disc(batch["x"]), self.disc(pred["recon"].detach()))}
 
     def after_update(self, batch, pred): self.n_updates += 1
 
@@ -226,8 +226,8 @@ def test_adversarial_g_step_with_frozen_d_then_d_step():
     assert snaps["n"] == 4 and m.n_d == 4
     assert m.disc.weight.requires_grad and m.disc.bias.requires_grad
     assert not torch.equal(m.disc.weight, d0)
-    assert all("loss_d" in r and "lr_D" in r for r in learn.recorder.batch_losses)
-    assert {"train_loss_d", "train_loss_adv", "valid_loss_adv", "lr_D"} <= set(learn.history[-1])
+    assert all("loss_critic" in r and "lr_D" in r for r in learn.recorder.batch_losses)
+    assert {"train_loss_critic", "train_loss_adv", "valid_loss_adv", "lr_D"} <= set(learn.history[-1])
 
 
 def test_g_gradients_match_manual_computation():
@@ -372,8 +372,8 @@ def test_csv_logger(tmp_path):
     learn.method.disc = nn.Linear(8, 1)
     learn.fit(1, reset_opt=True)
     rows = learn.csv_logger.read()
-    assert len(rows) == 3 and "train_loss_d" in rows[0] and rows[0]["train_loss_d"] == ""
-    assert float(rows[-1]["train_loss_d"]) == pytest.approx(learn.history[-1]["train_loss_d"])
+    assert len(rows) == 3 and "train_loss_critic" in rows[0] and rows[0]["train_loss_critic"] == ""
+    assert float(rows[-1]["train_loss_critic"]) == pytest.approx(learn.history[-1]["train_loss_critic"])
     # append=False starts over with a new logger; append=True keeps rows
     make(cbs=[CSVLogger(fn)]).fit(1)
     assert len(CSVLogger(fn).read()) == 1

@@ -6,7 +6,7 @@ from dira_nb.core import tiny_batch, seed_everything
 from dira_nb.learner import Learner
 from dira_nb.methods.core import create_method
 
-TERMS = ("loss", "loss_dis", "loss_res", "loss_adv", "loss_d")
+TERMS = ("loss", "loss_dis", "loss_res", "loss_adv", "loss_critic")
 
 
 class FreezeBN(Callback):
@@ -40,7 +40,7 @@ def test_bf16_curve_matches_float32():
     _, fp32 = _curve([])
     m, bf16 = _curve([MixedPrecision(), ChannelsLast()])
     for step, (a, b) in enumerate(zip(fp32, bf16)):
-        for k, tol in dict(loss=0.02, loss_dis=0.02, loss_res=0.02, loss_adv=0.10, loss_d=0.10).items():
+        for k, tol in dict(loss=0.02, loss_dis=0.02, loss_res=0.02, loss_adv=0.10, loss_critic=0.10).items():
             assert abs(a[k] - b[k]) <= tol * abs(a[k]) + 1e-3, (step, k, a[k], b[k])
     assert all(p.dtype == torch.float32 for p in m.parameters())      # master weights stay float32
     assert m.queue.queue.dtype == torch.float32

@@ -47,15 +47,15 @@ def test_history_figure_from_batch_losses_of_a_real_learner():
     bl = learn.recorder.batch_losses
     fig = realism_history_figure(bl)
     names = [t.name for t in fig.data]
-    assert names == ["real (targets)", "restored", "loss_d (discriminator)", "loss_adv (generator)"]
+    assert names == ["real (targets)", "restored", "loss_critic (discriminator)", "loss_adv (generator)"]
     assert list(fig.data[0].x) == [r["iter"] for r in bl]
-    np.testing.assert_allclose(fig.data[1].y, [r["d_fake"] for r in bl])
+    np.testing.assert_allclose(fig.data[1].y, [r["critic_fake"] for r in bl])
     curves = loss_curves_figure(bl)
-    assert [a.text for a in curves.layout.annotations] == ["loss", "loss_dis", "loss_res", "loss_adv", "loss_d"]
+    assert [a.text for a in curves.layout.annotations] == ["loss", "loss_dis", "loss_res", "loss_adv", "loss_critic"]
 
 
 def test_history_rows_with_prefix_and_smoothing():
-    rows = [dict(epoch=e, train_d_real=0.9, train_d_fake=0.1 * e, valid_d_real=0.5) for e in range(4)]
+    rows = [dict(epoch=e, train_critic_real=0.9, train_critic_fake=0.1 * e, valid_critic_real=0.5) for e in range(4)]
     fig = realism_history_figure(rows, prefix="train_")
     assert len(fig.data) == 2 and list(fig.data[1].x) == [0, 1, 2, 3]
     np.testing.assert_allclose(smooth_ema(np.array([1.0, 3.0]), 0.5), [1.0, (0.5 * 0.5 + 0.5 * 3.0) / 0.75])

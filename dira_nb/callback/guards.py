@@ -13,23 +13,23 @@ from .core import Callback
 __all__ = ['collapse_kind', 'DiscriminatorMonitor']
 
 # %% ../../nbs/35_callback.guards.ipynb #c005
-def collapse_kind(d_real: float, # mean discriminator score on real patches
-                  d_fake: float, # mean discriminator score on restored patches
+def collapse_kind(critic_real: float, # mean discriminator score on real patches
+                  critic_fake: float, # mean discriminator score on restored patches
                   tol: float = 0.05, # saturation tolerance
                   margin: float = 0.02, # scores closer than this are indistinct
                  ) -> str | None:
     "'saturated', 'indistinct' or None for one step's discriminator scores."
-    if not (math.isfinite(d_real) and math.isfinite(d_fake)): return None
-    if d_real >= 1 - tol and d_fake <= tol: return 'saturated'
-    if abs(d_real - d_fake) < margin: return 'indistinct'
+    if not (math.isfinite(critic_real) and math.isfinite(critic_fake)): return None
+    if critic_real >= 1 - tol and critic_fake <= tol: return 'saturated'
+    if abs(critic_real - critic_fake) < margin: return 'indistinct'
     return None
 
 class DiscriminatorMonitor(Callback):
     "Warn (log + `learn.warnings`) when the discriminator's scores stay saturated or indistinct for `patience` steps."
     order = 80
     def __init__(self, patience: int = 50, # consecutive steps before a warning
-                 tol: float = 0.05, # `d_real ≥ 1-tol` and `d_fake ≤ tol` is saturated
-                 margin: float = 0.02, # `|d_real - d_fake| < margin` is indistinct
+                 tol: float = 0.05, # `critic_real ≥ 1-tol` and `critic_fake ≤ tol` is saturated
+                 margin: float = 0.02, # `|critic_real - critic_fake| < margin` is indistinct
                 ):
         if patience < 1: raise ValueError(f"DiscriminatorMonitor: patience must be ≥ 1, got {patience}")
         self.patience, self.tol, self.margin = int(patience), float(tol), float(margin)
@@ -37,21 +37,21 @@ class DiscriminatorMonitor(Callback):
 
     def after_batch(self):
         ls = self.learn.losses or {}
-        if 'd_real' not in ls or 'd_fake' not in ls: return
+        if 'critic_real' not in ls or 'critic_fake' not in ls: return
         f = lambda v: float(v.detach().float().mean()) if hasattr(v, 'detach') else float(v)
-        dr, df = f(ls['d_real']), f(ls['d_fake'])
+        dr, df = f(ls['critic_real']), f(ls['critic_fake'])
         kind = collapse_kind(dr, df, self.tol, self.margin)
         if kind != self.kind: self.kind, self.count, self.warned = kind, 0, False
         if kind is None: return
         self.count += 1
         if self.count >= self.patience and not self.warned:
             self.warned = True
-            why = ("it separates real from restored patches perfectly (d_real≈1, d_fake≈0): the adversarial gradient is "
+            why = ("it separates real from restored patches perfectly (critic_real≈1, critic_fake≈0): the adversarial gradient is "
                    "uninformative; consider a lower discriminator lr (lr_d) or a longer stage-1 warm-up"
                    if kind == 'saturated' else
-                   "it no longer tells real from restored patches (d_real≈d_fake): loss_adv carries little signal; "
+                   "it no longer tells real from restored patches (critic_real≈critic_fake): loss_adv carries little signal; "
                    "check the restorations")
-            msg = (f"discriminator {kind} for {self.count} steps (d_real={dr:.3f}, d_fake={df:.3f}): {why}")
+            msg = (f"discriminator {kind} for {self.count} steps (critic_real={dr:.3f}, critic_fake={df:.3f}): {why}")
             self.events.append(self.learn.warn('discriminator_collapse', msg))
 
     def state_dict(self) -> dict: return dict(kind=self.kind, count=self.count, warned=self.warned)

@@ -344,7 +344,7 @@ def compare_units(units: dict, # {method: {seed: unit}}
     return rows
 
 LOSS_PANELS = ((("loss_dis",), "discriminative loss"), (("loss_res",), "restoration loss (MSE)"),
-               (("loss_adv", "loss_d"), "adversarial loss (G solid, D dashed)"))
+               (("loss_adv", "loss_critic"), "adversarial loss (G solid, D dashed)"))
 
 def loss_curves_png(units: dict, # {method: {seed: unit}} (pretrained units carry per-step `losses`)
                     path: str | Path, # PNG to write

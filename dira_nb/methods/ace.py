@@ -254,8 +254,8 @@ def _generator_loss(self: ACE, batch: dict, pred: dict) -> dict:
 def _discriminator_loss(self: ACE, batch: dict, pred: dict) -> dict | None:
     "LSGAN loss of the PatchGAN on clean fine crops (real) and detached restorations (fake)."
     if not self.config.adversarial or pred.get("recon") is None: return None
-    d_real, d_fake = self.discriminator(batch["target"]), self.discriminator(pred["recon"].detach())
-    return dict(loss_d=lsgan_discriminator_loss(d_real, d_fake), d_real=d_real.detach().mean(), d_fake=d_fake.detach().mean())
+    critic_real, critic_fake = self.discriminator(batch["target"]), self.discriminator(pred["recon"].detach())
+    return dict(loss_critic=lsgan_discriminator_loss(critic_real, critic_fake), critic_real=critic_real.detach().mean(), critic_fake=critic_fake.detach().mean())
 
 ACE.generator_loss, ACE.discriminator_loss = _generator_loss, _discriminator_loss
 

@@ -174,8 +174,8 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
         out["loss_res"] = l_res; total = total + c.w_res * l_res
         out["psnr"] = _psnr(F.mse_loss(pred["recon"].detach(), batch["target"]))
     if c.adversarial:
-        with _Frozen(self.discriminator): d_fake = self.discriminator(pred["recon"])
-        l_adv = lsgan_generator_loss(d_fake)
+        with _Frozen(self.discriminator): critic_fake = self.discriminator(pred["recon"])
+        l_adv = lsgan_generator_loss(critic_fake)
         out["loss_adv"] = l_adv; total = total + c.w_adv * l_adv
     out["loss"] = total
     return out
@@ -185,9 +185,9 @@ def _discriminator_loss(self: DiRA, batch: dict, pred: dict) -> dict | None:
     if not self.config.adversarial: return None
     target, fake = batch["target"], pred["recon"].detach()
     # one pass over real and fake together: D normalises per image (InstanceNorm), so this equals two separate passes
-    d_real, d_fake = self.discriminator(torch.cat([target, fake.to(target.dtype)])).split([len(target), len(fake)])
-    return dict(loss_d=lsgan_discriminator_loss(d_real, d_fake),
-                d_real=d_real.detach().mean(), d_fake=d_fake.detach().mean())
+    critic_real, critic_fake = self.discriminator(torch.cat([target, fake.to(target.dtype)])).split([len(target), len(fake)])
+    return dict(loss_critic=lsgan_discriminator_loss(critic_real, critic_fake),
+                critic_real=critic_real.detach().mean(), critic_fake=critic_fake.detach().mean())
 
 DiRA.generator_loss, DiRA.discriminator_loss = _generator_loss, _discriminator_loss
 

@@ -266,8 +266,8 @@ def _patch_accuracy(f1, f2) -> torch.Tensor:
 def _discriminator_loss(self: LD, batch: dict, pred: dict) -> dict | None:
     "LSGAN loss of the PatchGAN: clean targets real, detached restorations fake (None without `adversarial`)."
     if not self.config.adversarial: return None
-    d_real, d_fake = self.discriminator(batch["target"]), self.discriminator(pred["recon"].detach())
-    return dict(loss_d=lsgan_discriminator_loss(d_real, d_fake), d_real=d_real.detach().mean(), d_fake=d_fake.detach().mean())
+    critic_real, critic_fake = self.discriminator(batch["target"]), self.discriminator(pred["recon"].detach())
+    return dict(loss_critic=lsgan_discriminator_loss(critic_real, critic_fake), critic_real=critic_real.detach().mean(), critic_fake=critic_fake.detach().mean())
 
 def _configure_optimizers(self: LD) -> dict:
     "Adam for the LD network (+ U-Net; `HalvingAdam` with `lr_halving`), Adam for the discriminator when adversarial."

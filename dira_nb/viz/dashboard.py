@@ -233,7 +233,7 @@ class Dashboard:
         self.status = W.HTML()
         self.panels = {
             "losses": Panel("losses", "Losses", "every ingredient finite; restoration falls first, discrimination slowly"),
-            "realism": Panel("realism", "Realism (discriminator)", "D(real) above D(restored), neither stuck at 1 or 0"),
+            "realism": Panel("realism", "Realism (discriminator)", "critic(real) above critic(restored), neither stuck at 1 or 0"),
             "recon": Panel("recon", "Reconstructions", "target · distorted input · restoration · error ×4: errors fade", width="99%"),
             "embedding": Panel("embedding", "Embedding of the probe set", "labels were never used: do classes separate?"),
             "attribution": Panel("attribution", "Attribution", "heat on anatomy and lesions, not on borders"),
@@ -322,7 +322,7 @@ class Dashboard:
         from dira_nb.viz.realism import realism_history_figure, patch_realism, patch_realism_figure, realism_summary
         items, note = [], ""
         rows = self._losses()
-        if rows and any("d_real" in r for r in rows): items.append(realism_history_figure(rows))
+        if rows and any("critic_real" in r for r in rows): items.append(realism_history_figure(rows))
         disc = getattr(self.method, "discriminator", None)
         rec = self._restorations(cache)
         if disc is None: items.append("no discriminator in this method/stage (the adversarial term is off)")
@@ -334,7 +334,7 @@ class Dashboard:
             imgs = torch.cat([t, r])
             maps = patch_realism(disc, imgs.to(dev))
             items.append(patch_realism_figure(imgs, maps))
-            note = f"D(real) {s['real']:.2f} · D(restored) {s['fake']:.2f}"
+            note = f"critic(real) {s['real']:.2f} · critic(restored) {s['fake']:.2f}"
         return items, note
 
     def _panel_embedding(self, cache):
@@ -345,7 +345,22 @@ class Dashboard:
         color = [self._probe_name(i).split(" ", 1)[-1] if self.labels[i] >= 0 else "unlabelled" for i in range(len(self.probes))]
         hover = [self._probe_name(i) for i in range(len(self.probes))]
         fig = embedding_figure(xy, color=color, hover=hover)   # hover thumbnails need a JS hook; see `viz.embedding`
-        return [fig], f"{how}, {len(self.probes)} probes, {feats.shape[1]}-d features"
+        return [fig], f"{how}, {len(self.probes)} probes, {feats.shape[1]}-d features" + self._feature_score()
+
+    def _feature_score(self) -> str:
+        "Did the features improve? kNN accuracy and view retrieval on the probe set now, next to the first refresh's."
+        from dira_nb.callback.probe import feature_probe
+        if not callable(getattr(self.method, "embed", None)) or len(self.probes) < 2: return ""
+        with quiet_eval(self.method):
+            now = feature_probe(self.method.embed, self.probes.to(self._device()), self.labels, seed=self.seed)
+        self.feature_scores = [*getattr(self, "feature_scores", []), now]
+        first = self.feature_scores[0]
+        parts = [f"view retrieval {now['retrieval_top1']:.2f} (first refresh {first['retrieval_top1']:.2f}, "
+                 f"chance {now['retrieval_chance']:.2f})"]
+        if "knn_acc" in now:
+            parts.append(f"kNN accuracy {now['knn_acc']:.2f} (first refresh {first['knn_acc']:.2f}, "
+                         f"majority {now['knn_majority']:.2f})")
+        return " · " + " · ".join(parts)
 
     def _panel_attribution(self, cache):
         from dira_nb.viz.attribution import attribute, attribution_figure, embedding_similarity_model

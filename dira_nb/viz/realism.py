@@ -84,15 +84,15 @@ def realism_history_figure(batch_losses: list, # per-step dicts (`learn.recorder
     xk = _x_key(rows, x)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("discriminator score (1 = real, 0 = restored)", "adversarial losses"))
-    styles = dict(d_real=("#2ca02c", "real (targets)"), d_fake=("#d62728", "restored"),
-                  loss_d=("#9467bd", "loss_d (discriminator)"), loss_adv=("#ff7f0e", "loss_adv (generator)"))
+    styles = dict(critic_real=("#2ca02c", "real (targets)"), critic_fake=("#d62728", "restored"),
+                  loss_critic=("#9467bd", "loss_critic (discriminator)"), loss_adv=("#ff7f0e", "loss_adv (generator)"))
     n = 0
     for key, (col, name) in styles.items():
         xs, ys = _rows_xy(rows, prefix + key, xk)
         if not len(ys): continue
         n += 1
         fig.add_trace(go.Scatter(x=xs, y=smooth_ema(ys, smooth), mode="lines+markers" if len(ys) < 30 else "lines",
-                                 name=name, line=dict(color=col)), row=1 if key.startswith("d_") else 2, col=1)
+                                 name=name, line=dict(color=col)), row=1 if key.startswith("critic_") else 2, col=1)
     for y, dash in ((1, "dot"), (0, "dot"), (0.5, "dash")):
         fig.add_hline(y=y, line=dict(color="#999", width=1, dash=dash), row=1, col=1)
     fig.update_xaxes(title_text=xk or "row", row=2, col=1)
@@ -177,7 +177,7 @@ def patch_realism_image(images, # `B×1×H×W` images, or {set name: images}
     return out.round().astype(np.uint8)
 
 # %% ../../nbs/61_viz.realism.ipynb #c020
-LOSS_TERMS = ("loss", "loss_dis", "loss_res", "loss_adv", "loss_d")
+LOSS_TERMS = ("loss", "loss_dis", "loss_res", "loss_adv", "loss_critic")
 
 def loss_terms(rows: list, # per-step or per-epoch dicts
               ) -> dict:
