@@ -1,4 +1,4 @@
-"""InfoNCE with a MoCo queue, momentum (EMA) updates, Barlow Twins, SimSiam, restoration and LSGAN losses, as plain functions.
+"""InfoNCE with a MoCo queue, momentum (EMA) updates, Barlow Twins, SimSiam, restoration and LSGAN losses, and LD's and ACE's losses, as plain functions.
 
 Docs: https://dira-nb.github.io/dira_nb/losses.html.md"""
 
@@ -12,8 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['info_nce_loss', 'MoCoQueue', 'momentum_update', 'cosine_momentum', 'barlow_twins_loss', 'simsiam_loss',
-           'restoration_loss', 'lsgan_generator_loss', 'lsgan_discriminator_loss']
+__all__ = ['info_nce_loss', 'MoCoQueue', 'momentum_update', 'cosine_momentum', 'ema_update', 'barlow_twins_loss', 'simsiam_loss',
+           'restoration_loss', 'lsgan_generator_loss', 'lsgan_discriminator_loss', 'batch_criterion', 'patch_features',
+           'center_weights', 'pd_loss', 'mixup_targets', 'mixup_loss', 'region_features', 'region_loss', 'entropy_loss',
+           'alpha_balanced_bce', 'ace_global_loss']
 
 # %% ../nbs/20_losses.ipynb #c006
 def info_nce_loss(q: torch.Tensor, # B×D queries (gradients flow into these); L2-normalised here
@@ -106,6 +108,14 @@ def cosine_momentum(m0: float, # momentum at step 0
     t = min(max(int(step), 0), total) / total
     return m1 - (m1 - m0) * (math.cos(math.pi * t) + 1) / 2
 
+@torch.no_grad()
+def ema_update(pairs: list, # (target, source) module pairs: the EMA copy and the module it follows
+               m: float, # momentum of this step (e.g. `cosine_momentum(...)`)
+              ) -> None:
+    "One EMA step of every pair (`momentum_update`): MoCo's key encoder + head in DiRA, the teacher's parts in ACE."
+    for target, source in pairs: momentum_update(target, source, m)
+
+
 # %% ../nbs/20_losses.ipynb #c023
 def barlow_twins_loss(z1: torch.Tensor, # B×D embeddings of view 1
                       z2: torch.Tensor, # B×D embeddings of view 2
@@ -153,3 +163,111 @@ def lsgan_discriminator_loss(critic_real: torch.Tensor, # scores of real (clean)
                             ) -> torch.Tensor:
     "LSGAN discriminator loss `½[MSE(D(y), 1) + MSE(D(x̂), 0)]`."
     return 0.5 * (F.mse_loss(critic_real, torch.ones_like(critic_real)) + F.mse_loss(critic_fake, torch.zeros_like(critic_fake)))
+
+# %% ../nbs/20_losses.ipynb #ldc006
+def batch_criterion(f: torch.Tensor, # N×D unit vectors; rows i and (i + N/2) mod N are positive pairs
+                    tau: float = 0.1, # temperature τ
+                   ) -> torch.Tensor:
+    "LD's invariant-and-spreading `BatchCriterion` (negM = 1): one positive per row, every other row a negative."
+    if f.ndim != 2 or f.shape[0] < 4 or f.shape[0] % 2:
+        raise ValueError(f"batch_criterion: need an N×D tensor with even N ≥ 4, got {tuple(f.shape)}")
+    n = f.shape[0]
+    idx = torch.arange(n, device=f.device)
+    pos = (idx + n // 2) % n
+    eye = torch.eye(n, dtype=torch.bool, device=f.device)
+    s = (f @ f.detach().t() / tau).masked_fill(eye, float("-inf"))
+    logp = s - torch.logsumexp(s, dim=1, keepdim=True)
+    neg = ~eye; neg[idx, pos] = False
+    log1m = torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
+    return -(logp[idx, pos].sum() + log1m[neg].sum()) / n
+
+def patch_features(emb: torch.Tensor, # B×D×H×W pixel embeddings
+                   grid: int, # g: patches per side
+                   center_sigma: float | None = None, # None: plain average; else Gaussian weights, σ = this × patch side
+                  ) -> torch.Tensor:
+    "Unit-norm patch vectors `B×g²×D` (row-major over the grid), average or centre-weighted pooling."
+    b, d, h, w = emb.shape
+    if center_sigma is None: p = F.adaptive_avg_pool2d(emb, grid)
+    else:
+        if h % grid or w % grid: raise ValueError(f"patch_features: centre weighting needs H, W divisible by grid={grid}, got {h}×{w}")
+        ph, pw = h // grid, w // grid
+        wgt = center_weights(ph, pw, center_sigma).to(emb)
+        p = (emb.reshape(b, d, grid, ph, grid, pw) * wgt[None, None, None, :, None, :]).sum((3, 5))
+    return F.normalize(p.flatten(2).transpose(1, 2), dim=-1)
+
+def center_weights(h: int, # window height
+                   w: int, # window width
+                   sigma: float = 0.25, # Gaussian σ as a fraction of the window side
+                  ) -> torch.Tensor:
+    "An `h×w` Gaussian weight peaking at the window centre, summing to 1."
+    if sigma <= 0: raise ValueError(f"center_weights: sigma must be > 0, got {sigma}")
+    y = (torch.arange(h) - (h - 1) / 2) / (sigma * h)
+    x = (torch.arange(w) - (w - 1) / 2) / (sigma * w)
+    k = torch.exp(-0.5 * (y[:, None] ** 2 + x[None] ** 2))
+    return k / k.sum()
+
+def pd_loss(f1: torch.Tensor, # B×P×D patch vectors of view 1
+            f2: torch.Tensor, # B×P×D patch vectors of view 2, aligned with view 1
+            tau: float = 0.1, # temperature
+           ) -> torch.Tensor:
+    "Patch discrimination: same location in the two views is positive, every other patch of every image negative."
+    if f1.shape != f2.shape: raise ValueError(f"pd_loss: view shapes differ, {tuple(f1.shape)} vs {tuple(f2.shape)}")
+    return batch_criterion(torch.cat([f1.flatten(0, 1), f2.flatten(0, 1)]), tau)
+
+def mixup_targets(f1: torch.Tensor, # B×P×D patch vectors of the source images
+                  lam: torch.Tensor, # B mixing weights λ
+                  partner: torch.Tensor, # B indices of each image's mixing partner
+                 ) -> torch.Tensor:
+    "Stop-gradient targets `normalize(λ·f_i + (1−λ)·f_partner)` per patch location."
+    l = lam.view(-1, 1, 1).to(f1)
+    return F.normalize(l * f1 + (1 - l) * f1[partner], dim=-1).detach()
+
+def mixup_loss(f3: torch.Tensor, # B×P×D patch vectors of the mixed images
+               target: torch.Tensor, # B×P×D from `mixup_targets`
+               tau: float = 0.1, # temperature
+              ) -> torch.Tensor:
+    "Mixup loss: `BatchCriterion` over [patches of the blends; their blended targets]."
+    return batch_criterion(torch.cat([f3.flatten(0, 1), target.flatten(0, 1)]), tau)
+
+def region_features(emb: torch.Tensor, # n×D×H×W pixel embeddings
+                    assign: torch.Tensor, # n×K×H×W soft assignments
+                   ) -> torch.Tensor:
+    "Unit-norm region vectors `n×K×D`: assignment-weighted means of the pixel embeddings."
+    return F.normalize(torch.einsum("nkhw,ndhw->nkd", assign, emb) / (emb.shape[-1] * emb.shape[-2]), dim=-1)
+
+def region_loss(r: torch.Tensor, # n×K×D region vectors
+                tau: float = 0.2, # temperature τ_rd
+               ) -> torch.Tensor:
+    "Region discrimination: each region r_{n,k} classified to its own centre c_k = normalize(mean_n r_{n,k}) (no stop-gradient)."
+    c = F.normalize(r.mean(0), dim=-1)                                 # K×D
+    logits = torch.einsum("nkd,jd->nkj", r, c) / tau
+    return -torch.diagonal(F.log_softmax(logits, dim=-1), dim1=1, dim2=2).mean()
+
+def entropy_loss(assign: torch.Tensor, # n×K×H×W soft assignments in [0, 1]
+                 eps: float = 1e-6, # clamps log(0)
+                ) -> torch.Tensor:
+    "Mean binary entropy (bits) of every assignment value: 0 when all are 0 or 1, 1 when all are 0.5."
+    a = assign.clamp(eps, 1 - eps)
+    return -(a * torch.log2(a) + (1 - a) * torch.log2(1 - a)).mean()
+
+# %% ../nbs/20_losses.ipynb #acec006
+def alpha_balanced_bce(logits: torch.Tensor, # similarity logits, any shape
+                       targets: torch.Tensor, # soft targets in [0, 1], same shape
+                       alpha: float, # weight of the positive part (ACE: 0.99 decomposition, 0.9 composition)
+                      ) -> torch.Tensor:
+    "Mean of `[α·t + (1−α)(1−t)] · BCE(σ(z), t)` (= `sigmoid_focal_loss` with γ = 0)."
+    if logits.shape != targets.shape:
+        raise ValueError(f"alpha_balanced_bce: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return ((alpha * targets + (1 - alpha) * (1 - targets)) * bce).mean()
+
+def ace_global_loss(student: tuple, # (logits of crop-1 overlap, logits of crop-2 overlap) from the student, `B×K` each
+                    teacher: tuple, # the same from the teacher
+                    center: torch.Tensor, # `1×K` running centre of the teacher logits
+                    student_temp: float = 0.1, # student temperature
+                    teacher_temp: float = 0.04, # teacher temperature
+                   ) -> torch.Tensor:
+    "`½[H(p_t(ov₂), p_s(ov₁)) + H(p_t(ov₁), p_s(ov₂))]`, teacher centred, sharpened and detached; batch mean."
+    s1, s2 = (F.log_softmax(s / student_temp, dim=-1) for s in student)
+    t1, t2 = (F.softmax((t.detach() - center) / teacher_temp, dim=-1) for t in teacher)
+    return 0.5 * ((-(t2 * s1).sum(-1)).mean() + (-(t1 * s2).sum(-1)).mean())
