@@ -7,7 +7,7 @@ Docs: https://dira-nb.github.io/dira_nb/methods.core.html.md"""
 # %% ../../nbs/40_methods.core.ipynb #c003
 from __future__ import annotations
 import fnmatch, math
-from dataclasses import asdict, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 import torch
 from torch import nn
@@ -15,8 +15,21 @@ from ..checkpoint import save_checkpoint as _save_ckpt, load_checkpoint
 from ..core import import_submodules
 
 # %% auto #0
-__all__ = ['METHODS', 'Method', 'register_method', 'load_builtin_methods', 'list_methods', 'method_config', 'create_method',
-           'budget_momentum', 'budget_crop_scale', 'budget_warmup_steps']
+__all__ = ['BASE_FIELDS', 'METHODS', 'MethodConfig', 'Method', 'register_method', 'load_builtin_methods', 'list_methods',
+           'method_config', 'create_method', 'budget_momentum', 'budget_crop_scale', 'budget_warmup_steps']
+
+# %% ../../nbs/40_methods.core.ipynb #mc02
+@dataclass
+class MethodConfig:
+    "Settings every method has: `pretrain`, the checkpoint meta and the CLI read them from any method's config."
+    backbone: str = "resnet18"            # encoder name (see `list_encoders()`)
+    in_chans: int = 1                     # input channels (grayscale)
+    image_size: int = 64                  # training crop size; recorded in checkpoints
+    stage: str = "method"                 # label recorded in checkpoints (the registry name, or a stage of it)
+    lr: float = 1e-3                      # learning rate of the main ('G') optimiser
+    warmup_steps: int = 0                 # linear LR warm-up steps (applied by `pretrain` in the first stage)
+
+BASE_FIELDS = tuple(f.name for f in fields(MethodConfig))
 
 # %% ../../nbs/40_methods.core.ipynb #c005
 class Method(nn.Module):
@@ -34,7 +47,36 @@ class Method(nn.Module):
     def generator_loss(self, batch: dict, pred: dict) -> dict: raise NotImplementedError
     def discriminator_loss(self, batch: dict, pred: dict) -> dict | None: return None
     def after_update(self, batch: dict, pred: dict) -> None: return None
-    def validation_step(self, batch: dict) -> dict: raise NotImplementedError
+
+    def predict(self, batch: dict) -> dict:
+        "Predictions of a batch without side effects (no momentum or queue updates); default `forward_train`."
+        return self.forward_train(batch)
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict) -> dict:
+        "The training loss terms (generator and critic) of `predict(batch)`, leaving every running state untouched."
+        pred = self.predict(batch)
+        out = dict(self.generator_loss(batch, pred))
+        d = self.discriminator_loss(batch, pred)
+        if d is not None: out.update(d)
+        return out
+
+    # --- the batch contract ---------------------------------------------------------------------------------
+    batch_keys: tuple = ()                         # sample keys `forward_train` reads (what `views` must produce)
+    restoration_keys: tuple | None = None          # (restorative input, clean target) keys; None: no decoder
+
+    def check_batch(self, batch: dict) -> dict:
+        "Return `batch` if it holds every key of `batch_keys`, else raise a KeyError naming the missing ones."
+        missing = [k for k in self.batch_keys if k not in batch]
+        if missing: raise KeyError(f"{self.name}: batch lacks {missing}; this method reads {list(self.batch_keys)}, got {sorted(batch)}")
+        return batch
+
+    def restoration_pair(self, batch: dict) -> tuple | None:
+        "`(input, target)` of the restoration in `batch` (a sample or a batch): what `reconstruct` restores and should match; None without a decoder."
+        if self.restoration_keys is None or not getattr(self.config, "restorative", True): return None
+        missing = [k for k in self.restoration_keys if k not in batch]
+        if missing: raise KeyError(f"{self.name}: restoration needs {list(self.restoration_keys)}; batch lacks {missing}")
+        return tuple(batch[k] for k in self.restoration_keys)
 
     # --- data and stages ------------------------------------------------------------------------------------
     fresh_prefixes: tuple = ("discriminator.",)   # parameters a later stage re-initialises instead of inheriting
@@ -123,6 +165,11 @@ def register_method(name: str, # registry name, e.g. "dira"
                     **defaults) -> None:
     "Register `cls` under `name`, with config `defaults` that make this name a preset (e.g. an ablation)."
     if not (isinstance(cls, type) and issubclass(cls, Method)): raise TypeError(f"{cls} is not a Method subclass")
+    cc = cls.config_class
+    if not is_dataclass(cc): raise TypeError(f"{cls.__name__}.config_class must be a dataclass extending MethodConfig, got {cc!r}")
+    lacking = [f for f in BASE_FIELDS if f not in {g.name for g in fields(cc)}]
+    if lacking: raise TypeError(f"{cls.__name__}.config_class {cc.__name__} lacks the MethodConfig field(s) {lacking}; "
+                                f"declare it as `@dataclass class {cc.__name__}(MethodConfig)`")
     METHODS[name] = (cls, defaults)
 
 def load_builtin_methods() -> None:
