@@ -15,39 +15,16 @@ from .core import Method, register_method, budget_momentum, budget_warmup_steps
 from ..models.encoders import create_encoder, ResNetEncoder
 import dira_nb.models.vit  # registers vit_nano / vit_tiny / vit_small
 from ..models.ace_heads import DINOHead, DenseHead, DecomposeMLP, ComposeMLP, TokenDecoder
-from ..models.unet import UNet
-from ..models.discriminator import PatchDiscriminator
 from ..data.grid_crops import GridLayout, GridCrop, ACEGridViews
-from ..losses import momentum_update, restoration_loss, lsgan_generator_loss, lsgan_discriminator_loss
+from ..losses import ema_update, alpha_balanced_bce, ace_global_loss
+from .restore import Restorative, RestorativeConfig
 
 # %% auto #0
-__all__ = ['alpha_balanced_bce', 'ace_global_loss', 'ACEConfig', 'ACE', 'cosine_ramp']
-
-# %% ../../nbs/43_methods.ace.ipynb #c006
-def alpha_balanced_bce(logits: torch.Tensor, # similarity logits, any shape
-                       targets: torch.Tensor, # soft targets in [0, 1], same shape
-                       alpha: float, # weight of the positive part (ACE: 0.99 decomposition, 0.9 composition)
-                      ) -> torch.Tensor:
-    "Mean of `[α·t + (1−α)(1−t)] · BCE(σ(z), t)` (= `sigmoid_focal_loss` with γ = 0)."
-    if logits.shape != targets.shape:
-        raise ValueError(f"alpha_balanced_bce: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
-    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    return ((alpha * targets + (1 - alpha) * (1 - targets)) * bce).mean()
-
-def ace_global_loss(student: tuple, # (logits of crop-1 overlap, logits of crop-2 overlap) from the student, `B×K` each
-                    teacher: tuple, # the same from the teacher
-                    center: torch.Tensor, # `1×K` running centre of the teacher logits
-                    student_temp: float = 0.1, # student temperature
-                    teacher_temp: float = 0.04, # teacher temperature
-                   ) -> torch.Tensor:
-    "`½[H(p_t(ov₂), p_s(ov₁)) + H(p_t(ov₁), p_s(ov₂))]`, teacher centred, sharpened and detached; batch mean."
-    s1, s2 = (F.log_softmax(s / student_temp, dim=-1) for s in student)
-    t1, t2 = (F.softmax((t.detach() - center) / teacher_temp, dim=-1) for t in teacher)
-    return 0.5 * ((-(t2 * s1).sum(-1)).mean() + (-(t1 * s2).sum(-1)).mean())
+__all__ = ['ACEConfig', 'ACE', 'cosine_ramp']
 
 # %% ../../nbs/43_methods.ace.ipynb #c012
 @dataclass
-class ACEConfig:
+class ACEConfig(RestorativeConfig):
     "Settings of an ACE model and its optimisers (spec §8 CPU recipe unless noted)."
     backbone: str = "vit_tiny"            # vit_nano / vit_tiny / vit_small or a ResNet (token grid from an inner stage if needed)
     in_chans: int = 1                     # input channels (grayscale)
@@ -83,21 +60,16 @@ class ACEConfig:
     adversarial: bool = False             # DiRA on ACE: PatchGAN judges the restorations
     w_res: float = 1.0                    # weight of the restoration loss (ours; DiRA uses 10 next to InfoNCE)
     w_adv: float = 0.001                  # weight of the adversarial loss (DiRA's λ_adv)
-    restoration: str = "mse"              # 'mse' or 'l1'
     decoder_channels: tuple = (256, 128, 64, 32, 16)  # U-Net decoder (ResNet backbones)
     decoder_width: int = 64               # TokenDecoder width (ViT backbones)
-    lr_d: float = 2e-4                    # Adam learning rate of the discriminator
-    betas_d: tuple = (0.5, 0.999)         # Adam betas of the discriminator
 
     def __post_init__(self):
-        if self.adversarial and not self.restorative:
-            raise ValueError("ACEConfig: adversarial=True needs restorative=True (the discriminator judges restorations)")
+        super().__post_init__()     # restoration settings (`RestorativeConfig`)
         if not (0 < self.alpha_dec < 1 and 0 < self.alpha_comp < 1):
             raise ValueError(f"ACEConfig: alpha_dec and alpha_comp must lie in (0, 1), got {self.alpha_dec}, {self.alpha_comp}")
         neg = [k for k in ("weight_decay", "weight_decay_end", "warmup_steps", "freeze_last_layer_steps") if getattr(self, k) < 0]
         if neg: raise ValueError(f"ACEConfig: {neg} must be ≥ 0")
-        if self.restoration not in ("mse", "l1"): raise ValueError(f"ACEConfig: restoration must be 'mse' or 'l1', got {self.restoration!r}")
-        self.canvas_scale, self.decoder_channels, self.betas_d = tuple(self.canvas_scale), tuple(self.decoder_channels), tuple(self.betas_d)
+        self.canvas_scale = tuple(self.canvas_scale)
 
 # %% ../../nbs/43_methods.ace.ipynb #c016
 def _token_level(encoder, image_size: int, level: int | None, min_tokens: int) -> int:
@@ -128,11 +100,13 @@ def _masked_mean(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(t.dtype)[:, None]
     return (t * m).sum((2, 3)) / m.sum((2, 3)).clamp(min=1)
 
-class ACE(Method):
+class ACE(Restorative, Method):
     "ACE: global (overlap DINO) and local (composition/decomposition matrix matching) consistency; DiRA ingredients optional."
     name = "ace"
     config_class = ACEConfig
     fresh_prefixes = ("discriminator.",)
+    batch_keys = ("coarse", "fine", "mask_coarse", "mask_fine")   # + `x1` (distorted fine crop), `target` when restorative;
+                                                                  # `target_dec`/`target_comp` or `offsets`
 
     def __init__(self, config: ACEConfig): # the model and optimiser settings
         super().__init__(config)
@@ -150,12 +124,10 @@ class ACE(Method):
         self.register_buffer("center", torch.zeros(1, c.out_dim))
         self.register_buffer("scale", torch.tensor(float(c.logit_scale)))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        self.unet = self.decoder = None
-        if c.restorative:
-            if isinstance(self.encoder, ResNetEncoder):
-                self.unet = UNet(self.encoder, c.decoder_channels, out_chans=c.in_chans)
-            else: self.decoder = TokenDecoder(d, self.stride, c.decoder_width, c.in_chans)
-        self.discriminator = PatchDiscriminator(c.in_chans) if c.adversarial else None
+        self.unet = self.decoder = None           # ResNets restore with a U-Net, ViTs with a `TokenDecoder`
+        if c.restorative and not isinstance(self.encoder, ResNetEncoder): self.decoder = TokenDecoder(d, self.stride, c.decoder_width, c.in_chans)
+        else: self.build_decoder(self.encoder)
+        self.build_critic()
 
     def views(self, image_size: int, # crop side in pixels (normally `config.image_size`)
                   **options) -> ACEGridViews:
@@ -171,6 +143,10 @@ class ACE(Method):
             return feats[self.level], rec
         tok = self.encoder(x)[self.level]
         return tok, (self.decoder(tok) if restore and self.decoder is not None else None)
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        "Restoration of `x` (a distorted fine crop) by the U-Net or the token decoder, with gradients."
+        return self._student(x, restore=True)[1]
 
     def _teacher_tokens(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(): return self.teacher["encoder"](x)[self.level]
@@ -223,9 +199,6 @@ def _match_accuracy(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     if not rows.any(): return torch.zeros((), device=z.device)
     return (z.argmax(-1) == t.argmax(-1))[rows].float().mean()
 
-@torch.no_grad()
-def _psnr(mse: torch.Tensor) -> torch.Tensor: return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
-
 def _generator_loss(self: ACE, batch: dict, pred: dict) -> dict:
     "Weighted sum of the global, decomposition and composition losses (and restoration/adversarial terms) plus diagnostics."
     c = self.config
@@ -236,28 +209,11 @@ def _generator_loss(self: ACE, batch: dict, pred: dict) -> dict:
     total = c.w_global * l_glob + c.w_dec * l_dec + c.w_comp * l_comp
     out = dict(loss_global=l_glob, loss_dec=l_dec, loss_comp=l_comp,
                dec_acc=_match_accuracy(pred["z_dec"], t_dec), comp_acc=_match_accuracy(pred["z_comp"], t_comp))
-    if c.restorative and pred.get("recon") is not None:
-        l_res = restoration_loss(pred["recon"], batch["target"], c.restoration)
-        out.update(loss_res=l_res, psnr=_psnr(F.mse_loss(pred["recon"].detach(), batch["target"])))
-        total = total + c.w_res * l_res
-        if c.adversarial:
-            d = self.discriminator
-            flags = [p.requires_grad for p in d.parameters()]
-            for p in d.parameters(): p.requires_grad_(False)
-            try: l_adv = lsgan_generator_loss(d(pred["recon"]))
-            finally:
-                for p, f in zip(d.parameters(), flags): p.requires_grad_(f)
-            out["loss_adv"] = l_adv; total = total + c.w_adv * l_adv
+    total = self.restoration_losses(batch, pred, out, total)      # L_res, PSNR, L_adv (`Restorative`)
     out["loss"] = total
     return out
 
-def _discriminator_loss(self: ACE, batch: dict, pred: dict) -> dict | None:
-    "LSGAN loss of the PatchGAN on clean fine crops (real) and detached restorations (fake)."
-    if not self.config.adversarial or pred.get("recon") is None: return None
-    critic_real, critic_fake = self.discriminator(batch["target"]), self.discriminator(pred["recon"].detach())
-    return dict(loss_critic=lsgan_discriminator_loss(critic_real, critic_fake), critic_real=critic_real.detach().mean(), critic_fake=critic_fake.detach().mean())
-
-ACE.generator_loss, ACE.discriminator_loss = _generator_loss, _discriminator_loss
+ACE.generator_loss = _generator_loss
 
 # %% ../../nbs/43_methods.ace.ipynb #c022
 def cosine_ramp(start: float, # value at step 0
@@ -289,28 +245,18 @@ def _configure_optimizers(self: ACE) -> dict:
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [dict(params=decay, weight_decay=_weight_decay(self)), dict(params=no_decay, weight_decay=0.0)]
     opts = dict(G=_ClippedAdamW(groups, clip=c.clip_grad, lr=c.lr, weight_decay_fn=lambda: _weight_decay(self)))
-    if c.adversarial: opts["D"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=c.betas_d)
-    return opts
+    return {**opts, **self.critic_optimizer()}
 
 @torch.no_grad()
 def _after_update(self: ACE, batch: dict, pred: dict) -> None:
     "EMA update of the teacher, centre update, step count."
     m = _ema_momentum(self)
-    for k in ("encoder", "dino_head", "dense_head"): momentum_update(self.teacher[k], getattr(self, k), m)
+    ema_update([(self.teacher[k], getattr(self, k)) for k in ("encoder", "dino_head", "dense_head")], m)
     g = pred["teacher_all"].detach().mean(0, keepdim=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(g); g /= torch.distributed.get_world_size()
     self.center.mul_(self.config.center_momentum).add_(g, alpha=1 - self.config.center_momentum)
     self.step += 1
-
-@torch.no_grad()
-def _validation_step(self: ACE, batch: dict) -> dict:
-    "The training loss terms on a validation batch; teacher, centre and step stay untouched."
-    pred = self._forward(batch)
-    out = self.generator_loss(batch, pred)
-    d = self.discriminator_loss(batch, pred)
-    if d is not None: out.update(d)
-    return out
 
 @torch.no_grad()
 def _token_grid(self: ACE, x: torch.Tensor, # `B × in_chans × H × W`
@@ -325,14 +271,6 @@ def _token_grid(self: ACE, x: torch.Tensor, # `B × in_chans × H × W`
 def _embed(self: ACE, x: torch.Tensor) -> torch.Tensor:
     "Mean-pooled student tokens `B × C` (the token stage, which for small ResNets is not the last one)."
     return self.token_grid(x).mean((2, 3))
-
-@torch.no_grad()
-def _reconstruct(self: ACE, x: torch.Tensor) -> torch.Tensor | None:
-    "Restoration of `x` in eval mode (None unless `restorative`)."
-    if not self.config.restorative: return None
-    was = self.training; self.eval()
-    try: return self._student(x, restore=True)[1]
-    finally: self.train(was)
 
 def _checkpoint_parts(self: ACE) -> dict:
     "Heads (with the centre), decoder and discriminator as separate checkpoint entries (the teacher is in `method_state`)."
@@ -353,9 +291,9 @@ def _dashboard_panels(self: ACE) -> dict:
     from dira_nb.viz.ace import correspondence_panel, retrieval_panel
     return dict(correspondence=correspondence_panel, retrieval=retrieval_panel)
 
-ACE.configure_optimizers, ACE.after_update, ACE.validation_step = _configure_optimizers, _after_update, _validation_step
+ACE.configure_optimizers, ACE.after_update, ACE.predict = _configure_optimizers, _after_update, ACE._forward
 ACE.ema_momentum, ACE.weight_decay = _ema_momentum, _weight_decay
-ACE.token_grid, ACE.embed, ACE.reconstruct, ACE.checkpoint_parts = _token_grid, _embed, _reconstruct, _checkpoint_parts
+ACE.token_grid, ACE.embed, ACE.checkpoint_parts = _token_grid, _embed, _checkpoint_parts
 ACE.warmup_stage, ACE.dashboard_panels = classmethod(_warmup_stage), _dashboard_panels
 
 register_method("ace", ACE)

@@ -12,14 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import Method, register_method, budget_momentum, budget_crop_scale, budget_warmup_steps
+from .restore import Restorative, RestorativeConfig
 from ..models.encoders import create_encoder
-from ..models.unet import UNet
-from ..models.discriminator import PatchDiscriminator
 from ..models.heads import MoCoHead, BarlowTwinsProjector, SimSiamProjector, SimSiamPredictor
 from ..data.views import DiRAViews
 from ..distributed import is_distributed, concat_all_gather, shuffled_forward
-from ..losses import (info_nce_loss, MoCoQueue, momentum_update, cosine_momentum, barlow_twins_loss, simsiam_loss,
-                            restoration_loss, lsgan_generator_loss, lsgan_discriminator_loss)
+from ..losses import info_nce_loss, MoCoQueue, ema_update, cosine_momentum, barlow_twins_loss, simsiam_loss
 
 # %% auto #0
 __all__ = ['DISCRIMINATIVE', 'DiRAConfig', 'DiRA']
@@ -28,20 +26,15 @@ __all__ = ['DISCRIMINATIVE', 'DiRAConfig', 'DiRA']
 DISCRIMINATIVE = ("moco", "barlow", "simsiam", None)
 
 @dataclass
-class DiRAConfig:
-    "Settings of a DiRA model and its optimisers (paper defaults unless noted)."
+class DiRAConfig(RestorativeConfig):
+    "Settings of a DiRA model and its optimisers (paper defaults unless noted); restoration settings from `RestorativeConfig`."
     backbone: str = "resnet18"            # torchvision ResNet: resnet18 / resnet34 / resnet50 (paper: resnet50)
-    in_chans: int = 1                     # input channels (grayscale)
     image_size: int = 64                  # training crop size (paper: 224); recorded in checkpoints
     stage: str = "dira"                   # label recorded in checkpoints: 'di', 'dir', 'dira', 'r', ...
     discriminative: str | None = "moco"   # 'moco', 'barlow', 'simsiam' or None
     restorative: bool = True              # U-Net decoder restores view 1
     adversarial: bool = True              # PatchGAN judges restorations
     w_dis: float = 1.0                    # λ_dis
-    w_res: float = 10.0                   # λ_res
-    w_adv: float = 0.001                  # λ_adv
-    restoration: str = "mse"              # restoration loss: 'mse' (paper) or 'l1'
-    decoder_channels: tuple = (256, 128, 64, 32, 16)
     moco_dim: int = 128                   # MoCo embedding size
     moco_k: int = 4096                    # queue length K (paper: 65,536)
     moco_m: float = 0.999                 # momentum of the key encoder (at step 0 when ramped)
@@ -56,29 +49,27 @@ class DiRAConfig:
     lr: float = 0.03                      # SGD learning rate of the generator (U-Net + heads)
     momentum: float = 0.9                 # SGD momentum
     weight_decay: float = 1e-4            # SGD weight decay (all trainable parameters, as in the original)
-    lr_d: float = 2e-4                    # Adam learning rate of the discriminator
-    betas_d: tuple = (0.5, 0.999)         # Adam betas of the discriminator
 
     def __post_init__(self):
         if self.discriminative not in DISCRIMINATIVE:
             raise ValueError(f"discriminative={self.discriminative!r}; choose one of {DISCRIMINATIVE}")
         if self.discriminative is None and not self.restorative:
             raise ValueError("nothing to learn: discriminative=None and restorative=False")
-        if self.adversarial and not self.restorative:
-            raise ValueError("adversarial=True needs restorative=True (the discriminator judges restorations)")
-        self.decoder_channels, self.betas_d, self.crop_scale = tuple(self.decoder_channels), tuple(self.betas_d), tuple(self.crop_scale)
+        super().__post_init__()     # restoration settings (`RestorativeConfig`)
+        self.crop_scale = tuple(self.crop_scale)
 
 # %% ../../nbs/41_methods.dira.ipynb #c010
-class DiRA(Method):
+class DiRA(Restorative, Method):
     "DiRA: a U-Net trained with discriminative, restorative and adversarial losses (each can be switched off)."
     name = "dira"
     config_class = DiRAConfig
+    batch_keys = ("x1", "x2")             # + `target` when restorative, `index` (optional) masks own keys
 
     def __init__(self, config: DiRAConfig): # the model and optimiser settings
         super().__init__(config)
         c = config
         encoder = create_encoder(c.backbone, c.in_chans)
-        self.unet = UNet(encoder, c.decoder_channels, out_chans=c.in_chans) if c.restorative else None
+        self.build_decoder(encoder)                                       # `unet` (restorative)
         self.encoder = encoder
         d = encoder.out_dim
         self.head = self.predictor = self.key_encoder = self.key_head = self.queue = None
@@ -92,7 +83,7 @@ class DiRA(Method):
         elif c.discriminative == "simsiam":
             self.head = SimSiamProjector(d, out_dim=c.proj_dim)
             self.predictor = SimSiamPredictor(c.proj_dim, hidden_dim=max(c.proj_dim // 4, 32))
-        self.discriminator = PatchDiscriminator(c.in_chans) if c.adversarial else None
+        self.build_critic()                                               # `discriminator` (adversarial)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))   # training steps so far (drives the momentum ramp)
 
     @property
@@ -124,10 +115,7 @@ class DiRA(Method):
         feats, recon = self._query(x1)
         pred = dict(recon=recon)
         if c.discriminative == "moco":
-            if update_momentum:
-                m = self.key_momentum
-                momentum_update(self.key_encoder, self.encoder, m)
-                momentum_update(self.key_head, self.head, m)
+            if update_momentum: ema_update([(self.key_encoder, self.encoder), (self.key_head, self.head)], self.key_momentum)
             pred["q"] = F.normalize(self.head(self.encoder.pool(feats)), dim=1)
             pred["k"] = self._keys(batch["x2"])
         elif c.discriminative in ("barlow", "simsiam"):
@@ -141,22 +129,15 @@ class DiRA(Method):
         "Momentum update of the key branch, then the query/key forward passes of a training step."
         return self._forward(batch, update_momentum=True)
 
+    def predict(self, batch: dict) -> dict:
+        "The predictions of `forward_train` without moving the key branch (for `validation_step`)."
+        return self._forward(batch, update_momentum=False)
+
     def forward(self, x: torch.Tensor) -> tuple:
         "Encoder features and restoration of `x` (the query U-Net), as the original `forward` returns."
         return self._query(x)
 
 # %% ../../nbs/41_methods.dira.ipynb #c013
-class _Frozen:
-    "Context manager that turns off `requires_grad` of a module's parameters while a graph is built."
-    def __init__(self, module): self.params = [p for p in module.parameters() if p.requires_grad]
-    def __enter__(self):
-        for p in self.params: p.requires_grad_(False)
-    def __exit__(self, *exc):
-        for p in self.params: p.requires_grad_(True)
-
-@torch.no_grad()
-def _psnr(mse: torch.Tensor) -> torch.Tensor: return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
-
 def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
     "Weighted sum of the enabled terms plus diagnostics."
     c = self.config
@@ -169,27 +150,11 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
     elif c.discriminative == "simsiam": l_dis = simsiam_loss(pred["p1"], pred["p2"], pred["z1"], pred["z2"])
     if c.discriminative is not None:
         out["loss_dis"] = l_dis; total = total + c.w_dis * l_dis
-    if c.restorative:
-        l_res = restoration_loss(pred["recon"], batch["target"], c.restoration)
-        out["loss_res"] = l_res; total = total + c.w_res * l_res
-        out["psnr"] = _psnr(F.mse_loss(pred["recon"].detach(), batch["target"]))
-    if c.adversarial:
-        with _Frozen(self.discriminator): critic_fake = self.discriminator(pred["recon"])
-        l_adv = lsgan_generator_loss(critic_fake)
-        out["loss_adv"] = l_adv; total = total + c.w_adv * l_adv
+    total = self.restoration_losses(batch, pred, out, total)      # L_res, PSNR, L_adv (`Restorative`)
     out["loss"] = total
     return out
 
-def _discriminator_loss(self: DiRA, batch: dict, pred: dict) -> dict | None:
-    "LSGAN loss of the PatchGAN on clean targets (real) and detached restorations (fake)."
-    if not self.config.adversarial: return None
-    target, fake = batch["target"], pred["recon"].detach()
-    # one pass over real and fake together: D normalises per image (InstanceNorm), so this equals two separate passes
-    critic_real, critic_fake = self.discriminator(torch.cat([target, fake.to(target.dtype)])).split([len(target), len(fake)])
-    return dict(loss_critic=lsgan_discriminator_loss(critic_real, critic_fake),
-                critic_real=critic_real.detach().mean(), critic_fake=critic_fake.detach().mean())
-
-DiRA.generator_loss, DiRA.discriminator_loss = _generator_loss, _discriminator_loss
+DiRA.generator_loss = _generator_loss
 
 # %% ../../nbs/41_methods.dira.ipynb #c015
 def _fast_optimizer_flags(params: list) -> dict:
@@ -200,12 +165,10 @@ def _fast_optimizer_flags(params: list) -> dict:
 def _configure_optimizers(self: DiRA) -> dict:
     "SGD for the generator, Adam for the discriminator (when adversarial)."
     c = self.config
-    g_params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
+    g_params = self.generator_parameters()
     fast = _fast_optimizer_flags(g_params)
-    opts = dict(G=torch.optim.SGD(g_params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, **fast))
-    if c.adversarial:
-        opts["D"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=c.betas_d, **fast)
-    return opts
+    return dict(G=torch.optim.SGD(g_params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, **fast),
+                **self.critic_optimizer(**fast))
 
 def _after_update(self: DiRA, batch: dict, pred: dict) -> None:
     "Push this step's keys (with their image indices) — gathered from every rank when distributed — into the MoCo queue."
@@ -214,23 +177,6 @@ def _after_update(self: DiRA, batch: dict, pred: dict) -> None:
         ids = concat_all_gather(torch.as_tensor(ids, device=pred["k"].device)) if ids is not None else None
         self.queue.enqueue(concat_all_gather(pred["k"]), ids=ids)
     self.step += 1
-
-@torch.no_grad()
-def _validation_step(self: DiRA, batch: dict) -> dict:
-    "The training loss terms on a validation batch, leaving the momentum branch and the queue untouched."
-    pred = self._forward(batch, update_momentum=False)
-    out = self.generator_loss(batch, pred)
-    d = self.discriminator_loss(batch, pred)
-    if d is not None: out.update(d)
-    return out
-
-@torch.no_grad()
-def _reconstruct(self: DiRA, x: torch.Tensor) -> torch.Tensor | None:
-    "Restoration of `x` by the U-Net in eval mode (None for the `di` variant)."
-    if self.unet is None: return None
-    was = self.training; self.eval()
-    try: return self.unet(x)[1]
-    finally: self.train(was)
 
 def _checkpoint_parts(self: DiRA) -> dict:
     "Decoder, discriminator, heads and queue as separate checkpoint entries."
@@ -246,8 +192,7 @@ def _checkpoint_parts(self: DiRA) -> dict:
     if self.queue is not None: parts["queue"] = self.queue.queue.detach().clone()
     return parts
 
-DiRA.configure_optimizers, DiRA.after_update, DiRA.validation_step = _configure_optimizers, _after_update, _validation_step
-DiRA.reconstruct, DiRA.checkpoint_parts = _reconstruct, _checkpoint_parts
+DiRA.configure_optimizers, DiRA.after_update, DiRA.checkpoint_parts = _configure_optimizers, _after_update, _checkpoint_parts
 
 # %% ../../nbs/41_methods.dira.ipynb #c017
 def _views(self: DiRA, image_size: int, # training crop size
@@ -266,11 +211,11 @@ def _budget_recipe(cls, config: DiRAConfig, # the config as the user set it
                    steps_per_epoch: int, # steps in one epoch of the first stage
                    n_train: int, # training images
                   ) -> dict:
-    "Key-momentum ramp, crop scale, LR warm-up and queue length for a run of this length and image size."
+    "Constant key momentum, crop scale, LR warm-up and queue length for a run of this length and image size."
     out = dict(crop_scale=budget_crop_scale(config.image_size, (0.2, 1.0)),
                warmup_steps=budget_warmup_steps(total_steps, steps_per_epoch))
-    if config.discriminative == "moco":
-        out.update(moco_m=budget_momentum(total_steps, 0.999), moco_m_steps=int(total_steps),
+    if config.discriminative == "moco":   # constant, as MoCo; a ramp to 1 un-learns at short budgets (see the table)
+        out.update(moco_m=budget_momentum(total_steps, 0.999, floor=0.99), moco_m_steps=None,
                    moco_k=int(max(1, min(config.moco_k, n_train // 2))))
     return out
 

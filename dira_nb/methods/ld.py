@@ -13,104 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 from .core import Method, register_method, budget_warmup_steps
 from ..models.ld import LDNet
-from ..models.unet import UNet
-from ..models.discriminator import PatchDiscriminator
 from ..data.ld_views import LDViews, undo_view2_geometry, mixup_images
-from ..losses import restoration_loss, lsgan_generator_loss, lsgan_discriminator_loss
+from .restore import Restorative, RestorativeConfig
+from ..losses import (batch_criterion, patch_features, center_weights, pd_loss, mixup_targets, mixup_loss,
+                            region_features, region_loss, entropy_loss)
 
 # %% auto #0
-__all__ = ['batch_criterion', 'patch_features', 'center_weights', 'pd_loss', 'mixup_targets', 'mixup_loss', 'region_features',
-           'region_loss', 'entropy_loss', 'LDConfig', 'HalvingAdam', 'LD']
-
-# %% ../../nbs/42_methods.ld.ipynb #c006
-def batch_criterion(f: torch.Tensor, # N×D unit vectors; rows i and (i + N/2) mod N are positive pairs
-                    tau: float = 0.1, # temperature τ
-                   ) -> torch.Tensor:
-    "LD's invariant-and-spreading `BatchCriterion` (negM = 1): one positive per row, every other row a negative."
-    if f.ndim != 2 or f.shape[0] < 4 or f.shape[0] % 2:
-        raise ValueError(f"batch_criterion: need an N×D tensor with even N ≥ 4, got {tuple(f.shape)}")
-    n = f.shape[0]
-    idx = torch.arange(n, device=f.device)
-    pos = (idx + n // 2) % n
-    eye = torch.eye(n, dtype=torch.bool, device=f.device)
-    s = (f @ f.detach().t() / tau).masked_fill(eye, float("-inf"))
-    logp = s - torch.logsumexp(s, dim=1, keepdim=True)
-    neg = ~eye; neg[idx, pos] = False
-    log1m = torch.log1p(-logp.exp().clamp(max=1 - 1e-6))
-    return -(logp[idx, pos].sum() + log1m[neg].sum()) / n
-
-def patch_features(emb: torch.Tensor, # B×D×H×W pixel embeddings
-                   grid: int, # g: patches per side
-                   center_sigma: float | None = None, # None: plain average; else Gaussian weights, σ = this × patch side
-                  ) -> torch.Tensor:
-    "Unit-norm patch vectors `B×g²×D` (row-major over the grid), average or centre-weighted pooling."
-    b, d, h, w = emb.shape
-    if center_sigma is None: p = F.adaptive_avg_pool2d(emb, grid)
-    else:
-        if h % grid or w % grid: raise ValueError(f"patch_features: centre weighting needs H, W divisible by grid={grid}, got {h}×{w}")
-        ph, pw = h // grid, w // grid
-        wgt = center_weights(ph, pw, center_sigma).to(emb)
-        p = (emb.reshape(b, d, grid, ph, grid, pw) * wgt[None, None, None, :, None, :]).sum((3, 5))
-    return F.normalize(p.flatten(2).transpose(1, 2), dim=-1)
-
-def center_weights(h: int, # window height
-                   w: int, # window width
-                   sigma: float = 0.25, # Gaussian σ as a fraction of the window side
-                  ) -> torch.Tensor:
-    "An `h×w` Gaussian weight peaking at the window centre, summing to 1."
-    if sigma <= 0: raise ValueError(f"center_weights: sigma must be > 0, got {sigma}")
-    y = (torch.arange(h) - (h - 1) / 2) / (sigma * h)
-    x = (torch.arange(w) - (w - 1) / 2) / (sigma * w)
-    k = torch.exp(-0.5 * (y[:, None] ** 2 + x[None] ** 2))
-    return k / k.sum()
-
-def pd_loss(f1: torch.Tensor, # B×P×D patch vectors of view 1
-            f2: torch.Tensor, # B×P×D patch vectors of view 2, aligned with view 1
-            tau: float = 0.1, # temperature
-           ) -> torch.Tensor:
-    "Patch discrimination: same location in the two views is positive, every other patch of every image negative."
-    if f1.shape != f2.shape: raise ValueError(f"pd_loss: view shapes differ, {tuple(f1.shape)} vs {tuple(f2.shape)}")
-    return batch_criterion(torch.cat([f1.flatten(0, 1), f2.flatten(0, 1)]), tau)
-
-def mixup_targets(f1: torch.Tensor, # B×P×D patch vectors of the source images
-                  lam: torch.Tensor, # B mixing weights λ
-                  partner: torch.Tensor, # B indices of each image's mixing partner
-                 ) -> torch.Tensor:
-    "Stop-gradient targets `normalize(λ·f_i + (1−λ)·f_partner)` per patch location."
-    l = lam.view(-1, 1, 1).to(f1)
-    return F.normalize(l * f1 + (1 - l) * f1[partner], dim=-1).detach()
-
-def mixup_loss(f3: torch.Tensor, # B×P×D patch vectors of the mixed images
-               target: torch.Tensor, # B×P×D from `mixup_targets`
-               tau: float = 0.1, # temperature
-              ) -> torch.Tensor:
-    "Mixup loss: `BatchCriterion` over [patches of the blends; their blended targets]."
-    return batch_criterion(torch.cat([f3.flatten(0, 1), target.flatten(0, 1)]), tau)
-
-def region_features(emb: torch.Tensor, # n×D×H×W pixel embeddings
-                    assign: torch.Tensor, # n×K×H×W soft assignments
-                   ) -> torch.Tensor:
-    "Unit-norm region vectors `n×K×D`: assignment-weighted means of the pixel embeddings."
-    return F.normalize(torch.einsum("nkhw,ndhw->nkd", assign, emb) / (emb.shape[-1] * emb.shape[-2]), dim=-1)
-
-def region_loss(r: torch.Tensor, # n×K×D region vectors
-                tau: float = 0.2, # temperature τ_rd
-               ) -> torch.Tensor:
-    "Region discrimination: each region r_{n,k} classified to its own centre c_k = normalize(mean_n r_{n,k}) (no stop-gradient)."
-    c = F.normalize(r.mean(0), dim=-1)                                 # K×D
-    logits = torch.einsum("nkd,jd->nkj", r, c) / tau
-    return -torch.diagonal(F.log_softmax(logits, dim=-1), dim1=1, dim2=2).mean()
-
-def entropy_loss(assign: torch.Tensor, # n×K×H×W soft assignments in [0, 1]
-                 eps: float = 1e-6, # clamps log(0)
-                ) -> torch.Tensor:
-    "Mean binary entropy (bits) of every assignment value: 0 when all are 0 or 1, 1 when all are 0.5."
-    a = assign.clamp(eps, 1 - eps)
-    return -(a * torch.log2(a) + (1 - a) * torch.log2(1 - a)).mean()
+__all__ = ['LDConfig', 'HalvingAdam', 'LD']
 
 # %% ../../nbs/42_methods.ld.ipynb #c011
 @dataclass
-class LDConfig:
+class LDConfig(RestorativeConfig):
     "Settings of an LD model (code defaults unless noted) and the optional DiRA ingredients."
     backbone: str = "vgg_ld"              # 'vgg_ld' (original tiny VGG-16-BN) or a ResNet from `list_encoders()`
     in_chans: int = 1                     # input channels
@@ -134,20 +47,15 @@ class LDConfig:
     w_ent: float = 0.1
     w_res: float = 10.0                   # DiRA's λ_res (ours for LD)
     w_adv: float = 0.001                  # DiRA's λ_adv (ours for LD)
-    restoration: str = "mse"              # 'mse' or 'l1'
-    decoder_channels: tuple = (256, 128, 64, 32, 16)  # restoration U-Net decoder widths
     lr: float = 1e-3                      # Adam learning rate (code: 1e-3)
     weight_decay: float = 0.0             # Adam weight decay (code: none)
     lr_halving: bool = False              # the code's schedule: Adam's rate halved every `lr_halving_steps` (`HalvingAdam`; replaces the cosine)
     lr_halving_steps: int = 10_000        # steps between halvings (code: 10 epochs × 1000 iterations), counted per stage
     warmup_steps: int = 0                 # linear LR warm-up steps (code: none); `pretrain` applies it in stage 1, `HalvingAdam` in every stage
     view2_mirror: bool = False            # extra random left-right mirror of view 2 (ours; the code only rotates view 2)
-    lr_d: float = 2e-4                    # Adam learning rate of the discriminator
-    betas_d: tuple = (0.5, 0.999)         # Adam betas of the discriminator
 
     def __post_init__(self):
-        if self.adversarial and not self.restorative:
-            raise ValueError("LDConfig: adversarial=True needs restorative=True (the discriminator judges restorations)")
+        super().__post_init__()     # restoration settings (`RestorativeConfig`)
         if self.n_clusters < 2: raise ValueError(f"LDConfig: n_clusters must be ≥ 2, got {self.n_clusters}")
         if self.grid is None: self.grid = max(2, self.image_size // 16)
         if self.grid < 1 or self.grid > self.image_size:
@@ -158,7 +66,7 @@ class LDConfig:
         if neg: raise ValueError(f"LDConfig: loss weights must be ≥ 0, got negative {neg}")
         if int(self.lr_halving_steps) < 1: raise ValueError(f"LDConfig: lr_halving_steps must be ≥ 1, got {self.lr_halving_steps}")
         if int(self.warmup_steps) < 0: raise ValueError(f"LDConfig: warmup_steps must be ≥ 0, got {self.warmup_steps}")
-        self.lam_range, self.decoder_channels, self.betas_d = tuple(self.lam_range), tuple(self.decoder_channels), tuple(self.betas_d)
+        self.lam_range = tuple(self.lam_range)
 
 # %% ../../nbs/42_methods.ld.ipynb #c102
 class HalvingAdam(torch.optim.Adam):
@@ -187,19 +95,20 @@ class HalvingAdam(torch.optim.Adam):
         return super().step(closure)
 
 # %% ../../nbs/42_methods.ld.ipynb #c015
-class LD(Method):
+class LD(Restorative, Method):
     "Local Discrimination: dense pixel embeddings trained by PD + mixup (+ RD + entropy), optional DiRA ingredients."
     name = "ld"
     config_class = LDConfig
     fresh_prefixes = ("discriminator.", "net.cluster_head.")
+    batch_keys = ("x1", "x2", "flip2", "rot2")      # + `x_res`, `target` when restorative; `mirror2` optional
+    restoration_keys = ("x_res", "target")          # LD restores a separately distorted copy of view 1
 
     def __init__(self, config: LDConfig): # model and optimiser settings
         super().__init__(config)
         c = config
         self.net = LDNet(c.backbone, c.in_chans, c.embed_dim, c.n_clusters if c.region else None)
         self.encoder = self.net.encoder
-        self.unet = UNet(self.encoder, c.decoder_channels, out_chans=c.in_chans) if c.restorative else None
-        self.discriminator = PatchDiscriminator(c.in_chans) if c.adversarial else None
+        self.build_decoder(self.encoder); self.build_critic()     # `unet`, `discriminator` (`Restorative`)
 
     def forward(self, x: torch.Tensor) -> dict:
         "`LDNet` outputs for `x`: dict(feats, emb, assign)."
@@ -221,7 +130,7 @@ class LD(Method):
         if out["assign"] is not None:
             a = out["assign"].split(b)
             pred.update(assign1=a[0], assign2=undo(a[1]))
-        if c.restorative: pred["recon"] = self.unet(batch["x_res"])[1]
+        if c.restorative: pred["recon"] = self.restore(batch["x_res"])
         return pred
 
 # %% ../../nbs/42_methods.ld.ipynb #c017
@@ -248,12 +157,7 @@ def _generator_loss(self: LD, batch: dict, pred: dict) -> dict:
         with torch.no_grad():
             out["assign_max"] = assign.max(1).values.mean()
             out["assign_agree"] = (pred["assign1"].argmax(1) == pred["assign2"].argmax(1)).float().mean()
-    if c.restorative:
-        out["loss_res"] = restoration_loss(pred["recon"], batch["target"], c.restoration)
-        total = total + c.w_res * out["loss_res"]
-    if c.adversarial:
-        out["loss_adv"] = lsgan_generator_loss(self.discriminator(pred["recon"]))
-        total = total + c.w_adv * out["loss_adv"]
+    total = self.restoration_losses(batch, pred, out, total)      # L_res, PSNR, L_adv (`Restorative`)
     out["loss"] = total
     return out
 
@@ -263,32 +167,15 @@ def _patch_accuracy(f1, f2) -> torch.Tensor:
     a, b = f1.flatten(0, 1), f2.flatten(0, 1)
     return ((a @ b.t()).argmax(1) == torch.arange(a.shape[0], device=a.device)).float().mean()
 
-def _discriminator_loss(self: LD, batch: dict, pred: dict) -> dict | None:
-    "LSGAN loss of the PatchGAN: clean targets real, detached restorations fake (None without `adversarial`)."
-    if not self.config.adversarial: return None
-    critic_real, critic_fake = self.discriminator(batch["target"]), self.discriminator(pred["recon"].detach())
-    return dict(loss_critic=lsgan_discriminator_loss(critic_real, critic_fake), critic_real=critic_real.detach().mean(), critic_fake=critic_fake.detach().mean())
-
 def _configure_optimizers(self: LD) -> dict:
     "Adam for the LD network (+ U-Net; `HalvingAdam` with `lr_halving`), Adam for the discriminator when adversarial."
     c = self.config
-    g = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
+    g = self.generator_parameters()
     if c.lr_halving: opts = dict(G=HalvingAdam(g, c.lr_halving_steps, c.warmup_steps, lr=c.lr, weight_decay=c.weight_decay))
     else: opts = dict(G=torch.optim.Adam(g, lr=c.lr, weight_decay=c.weight_decay))
-    if c.adversarial: opts["D"] = torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=c.betas_d)
-    return opts
+    return {**opts, **self.critic_optimizer()}
 
-@torch.no_grad()
-def _validation_step(self: LD, batch: dict) -> dict:
-    "The training loss terms on a validation batch."
-    pred = self.forward_train(batch)
-    out = self.generator_loss(batch, pred)
-    d = self.discriminator_loss(batch, pred)
-    if d is not None: out.update(d)
-    return out
-
-LD._patches, LD.generator_loss, LD.discriminator_loss = _patches, _generator_loss, _discriminator_loss
-LD.configure_optimizers, LD.validation_step = _configure_optimizers, _validation_step
+LD._patches, LD.generator_loss, LD.configure_optimizers = _patches, _generator_loss, _configure_optimizers
 
 # %% ../../nbs/42_methods.ld.ipynb #c018
 def _views(self: LD, image_size: int, # training crop size
@@ -317,14 +204,6 @@ def _assignments(self: LD, x: torch.Tensor) -> torch.Tensor | None:
     try: return self.net(x)["assign"]
     finally: self.train(was)
 
-@torch.no_grad()
-def _reconstruct(self: LD, x: torch.Tensor) -> torch.Tensor | None:
-    "Restoration of `x` by the U-Net (None unless `restorative`)."
-    if self.unet is None: return None
-    was = self.training; self.eval()
-    try: return self.unet(x)[1]
-    finally: self.train(was)
-
 def _checkpoint_parts(self: LD) -> dict:
     "LD decoder and heads, restoration decoder and discriminator as separate checkpoint entries."
     parts = dict(decoder_state={f"decoder.{k}": v for k, v in self.net.decoder.state_dict().items()},
@@ -342,7 +221,7 @@ def _dashboard_panels(self: LD) -> dict:
     return {"clusters": cluster_panel, "landmarks": landmark_panel}
 
 LD.views, LD.warmup_stage = _views, classmethod(_warmup_stage)
-LD.pixel_embeddings, LD.assignments, LD.reconstruct = _pixel_embeddings, _assignments, _reconstruct
+LD.pixel_embeddings, LD.assignments = _pixel_embeddings, _assignments
 LD.checkpoint_parts, LD.dashboard_panels = _checkpoint_parts, _dashboard_panels
 
 register_method("ld", LD)
