@@ -362,7 +362,8 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
     _atomic_copy(out / stage / "last.pt", final) if (out / stage / "last.pt").exists() else learn.method.save_checkpoint(final)
     backbone = export_backbone(final, out / "backbone.safetensors")
     bad = {f: why for d in (train, valid) if d is not None for f, why in getattr(_base_dataset(d), "bad", {}).items()}
-    summary.update(recipe=dict(name=cfg.recipe, total_steps=total_steps, overrides=recipe))
+    kept = sorted(k for k in recipe if k in _user_set(cfg))              # the user's own values won over these
+    summary.update(recipe=dict(name=cfg.recipe, total_steps=total_steps, overrides={k: v for k, v in recipe.items() if k not in kept}, user_kept=kept))
     if getattr(method.config, "discriminative", None) == "moco" or hasattr(method, "queue") and method.queue is not None:
         summary["chance_loss_dis"] = round(math.log(method.queue.size + 1), 4)      # InfoNCE at chance: ln(K+1)
     if probe_rows: summary["features"] = dict(start=probe_rows[0], final=probe_rows[-1], history=probe_rows)

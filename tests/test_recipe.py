@@ -9,12 +9,12 @@ def test_budget_recipe_fits_the_run_and_paper_keeps_published_values(pneumonia_n
     cfg = PretrainConfig(data=str(pneumonia_npz), method="di", image_size=28, epochs=50, batch_size=64, max_images=640)
     rec, total = _recipe(cfg, train)
     assert total == 500
-    assert rec == dict(crop_scale=(0.6, 1.0), warmup_steps=25, moco_m=0.99, moco_m_steps=500, moco_k=320)
+    assert rec == dict(crop_scale=(0.6, 1.0), warmup_steps=25, moco_m=0.99, moco_m_steps=None, moco_k=320)
     assert _recipe(PretrainConfig(**{**cfg.__dict__, "recipe": "paper"}), train) == ({}, 500)
-    # two stages: the ramp spans both
+    # two stages: the run's total steps count both (constant key momentum, never below 0.99)
     rec2, total2 = _recipe(PretrainConfig(data=str(pneumonia_npz), method="dira", image_size=28, epochs_dir=3,
                                           epochs_dira=2, batch_size=64, max_images=640), train)
-    assert total2 == 50 and rec2["moco_m_steps"] == 50
+    assert total2 == 50 and rec2["moco_m"] == 0.99 and rec2["warmup_steps"] == 2
 
 
 def test_user_settings_win_over_the_recipe(tmp_path, samples_dir):
@@ -22,9 +22,10 @@ def test_user_settings_win_over_the_recipe(tmp_path, samples_dir):
                                   batch_size=16, moco_k=24, options={"moco_m": 0.5}, max_images=32, probe=8), quiet=True)
     c = res["method"].config
     assert c.moco_k == 24 and c.moco_m == 0.5                     # chosen by the user
-    assert c.moco_m_steps == 2 and c.crop_scale[0] > 0.2           # filled in by the recipe
+    assert c.moco_m_steps is None and c.crop_scale[0] > 0.2        # filled in by the recipe
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert s["recipe"]["name"] == "budget" and s["recipe"]["overrides"]["moco_m_steps"] == 2
+    assert s["recipe"]["name"] == "budget" and "crop_scale" in s["recipe"]["overrides"]
+    assert "moco_m" not in s["recipe"]["overrides"] and s["recipe"]["user_kept"] == ["moco_k", "moco_m"]
     assert math.isclose(s["chance_loss_dis"], math.log(25), rel_tol=1e-3)
     assert s["features"]["start"]["step"] == 0 and s["features"]["final"]["step"] == 2
 
