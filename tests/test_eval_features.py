@@ -58,22 +58,55 @@ def test_noise_features_score_near_chance():
     assert 0.4 < r["auc"] < 0.6
 
 
-def test_encoder_sources_and_features(tmp_path, samples_dir):
+# the three encoder kinds: DiRA's ResNet, LD's VGG, ACE's ViT (method, its options, the backbone it records)
+KINDS = [("di", dict(backbone="resnet18", moco_k=32), "resnet18"), ("ld", {}, "vgg_ld"), ("ace", dict(backbone="vit_nano"), "vit_nano")]
+
+
+@pytest.mark.parametrize("method,kw,backbone", KINDS, ids=[k[2] for k in KINDS])
+def test_encoder_sources_and_features(tmp_path, samples_dir, method, kw, backbone):
     from dira_nb.methods.core import create_method
     from dira_nb.checkpoint import export_backbone
     from dira_nb.data.phantom import load_samples
-    m = create_method("di", image_size=16, moco_k=32)
+    from dira_nb.models.encoders import is_encoder
+    m = create_method(method, image_size=32, **kw)
+    assert m.encoder.name == backbone
     m.save_checkpoint(tmp_path / "final.pt"); export_backbone(tmp_path / "final.pt", tmp_path / "backbone.pt")
-    for src in (tmp_path, tmp_path / "backbone.pt", tmp_path / "final.pt", m):
+    export_backbone(tmp_path / "final.pt", tmp_path / "backbone.safetensors")
+    for src in (tmp_path, tmp_path / "backbone.pt", tmp_path / "backbone.safetensors", tmp_path / "final.pt", m, m.encoder):
         enc = load_encoder(src)
+        assert is_encoder(enc) and enc.name == backbone and enc is not m.encoder, src
         for k, v in m.encoder.backbone_state_dict().items():
             assert torch.equal(enc.backbone_state_dict()[k], v), (src, k)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_encoder(tmp_path / "missing.pt")
     with pytest.raises(TypeError):
         load_encoder(3)
-    X, y = dataset_arrays(load_samples("valid", size=16))
+    X, y = dataset_arrays(load_samples("valid", size=32))
     f = extract_features(load_encoder(tmp_path), X[:5])
-    assert f.shape == (5, 512) and np.isfinite(f).all()
-    res = evaluate_frozen("random", dataset_arrays(load_samples("train", size=16)), (X, y), k=5)
+    assert f.shape == (5, m.encoder.out_dim) and np.isfinite(f).all()
+    res = evaluate_frozen(load_encoder("random", backbone=backbone), dataset_arrays(load_samples("train", size=32)), (X, y), k=5)
     assert set(res) == {"linear_auc", "linear_acc", "knn_auc", "knn_acc"}
+
+
+@pytest.mark.parametrize("backbone", [k[2] for k in KINDS])
+def test_linear_probe_and_knn_see_brightness_for_every_encoder(backbone):
+    "A random encoder of each kind already separates dim from bright images (constant or image-blind features give 0.5)."
+    from dira_nb.core import tiny_batch
+    torch.manual_seed(0)
+    def task(n, seed):
+        x, y = tiny_batch(n, 32, seed=seed) * 0.5, np.arange(n) % 2
+        return x + 0.4 * torch.as_tensor(y, dtype=torch.float32)[:, None, None, None], y
+    (Xa, ya), (Xb, yb) = task(40, 0), task(40, 1)
+    enc = load_encoder("random", backbone=backbone, seed=0)
+    fa, fb = extract_features(enc, Xa, device="cpu"), extract_features(enc, Xb, device="cpu")
+    assert fa.shape == (40, enc.out_dim) and fa.std(0).max() > 0
+    assert linear_probe(fa, ya, fb, yb)["auc"] > 0.9
+    assert knn_classify(fa, ya, fb, yb, k=5)["auc"] > 0.8
+
+
+def test_load_encoder_rejects_a_method_without_protocol_encoder():
+    from torch import nn
+    class Fake(nn.Module):
+        def __init__(self): super().__init__(); self.encoder = nn.Conv2d(1, 2, 3)
+    with pytest.raises(TypeError, match=r"Fake.encoder \(Conv2d\) does not follow the Encoder protocol"):
+        load_encoder(Fake())

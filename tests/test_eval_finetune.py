@@ -8,13 +8,21 @@ from dira_nb.eval.finetune import (build_classifier, stratified_subset, finetune
                                    label_fraction_study, mean_std, format_mean_std)
 
 
-def test_build_classifier_from_method_copies_weights():
+# the three encoder kinds: DiRA's ResNet, LD's VGG, ACE's ViT (method, its options, the backbone it records)
+KINDS = [("dir", dict(backbone="resnet18", moco_k=32), "resnet18"), ("ld", {}, "vgg_ld"), ("ace", dict(backbone="vit_nano"), "vit_nano")]
+BACKBONES = [k[2] for k in KINDS]
+
+
+@pytest.mark.parametrize("method,kw,backbone", KINDS, ids=BACKBONES)
+def test_build_classifier_from_method_copies_weights(method, kw, backbone):
     from dira_nb.methods.core import create_method
-    m = create_method("dir", image_size=16, moco_k=32)
+    m = create_method(method, image_size=32, **kw)
     clf = build_classifier(m, n_classes=2)
-    assert clf(torch.rand(3, 1, 16, 16)).shape == (3, 2)
-    assert torch.equal(clf.encoder.body.layer3[0].conv1.weight, m.encoder.body.layer3[0].conv1.weight)
-    assert clf.encoder is not m.encoder
+    assert clf.encoder.name == backbone and clf.encoder is not m.encoder
+    sd = clf.encoder.backbone_state_dict()
+    for k, v in m.encoder.backbone_state_dict().items(): assert torch.equal(sd[k], v), k
+    assert clf(torch.rand(3, 1, 32, 32)).shape == (3, 2)
+    assert clf.target_layer is clf.encoder.feature_modules()[-1]
     with pytest.raises(ValueError, match="n_classes"):
         build_classifier("random", n_classes=0)
 
@@ -34,14 +42,14 @@ def test_stratified_subset_minimums_and_determinism():
         stratified_subset(np.array([0, 0, 0, 1]), 0.5)
 
 
-def test_finetune_improves_auc_on_easy_task():
-    torch.set_num_threads(2)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_finetune_improves_auc_on_easy_task(backbone):
     tr, va, te = blob_task(48, 16, seed=0), blob_task(32, 16, seed=1), blob_task(48, 16, seed=2)
-    clf = build_classifier("random", n_classes=1, seed=0)
+    clf = build_classifier("random", n_classes=1, backbone=backbone, seed=0)
     before = auc_score(te[1], predict_scores(clf, te[0]))
-    r = finetune_classifier(clf, tr, va, te, steps=20, batch_size=16, seed=0, device="cpu")
+    r = finetune_classifier(clf, tr, va, te, steps=40, batch_size=16, seed=0, device="cpu")
     assert r["auc"] > 0.9 and r["auc"] > before + 0.2, (before, r["auc"])
-    assert 1 <= r["best_step"] <= 20 and "valid_auc" in r and "test_auc" in r
+    assert 1 <= r["best_step"] <= 40 and "valid_auc" in r and "test_auc" in r
 
 
 def test_finetune_rejects_mismatched_labels():
@@ -52,9 +60,11 @@ def test_finetune_rejects_mismatched_labels():
         finetune_classifier(build_classifier("random", 2), tr, steps=0)
 
 
-def test_label_fraction_study_summary():
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_label_fraction_study_summary(backbone):
+    from dira_nb.eval.features import load_encoder
     tr, te = blob_task(40, 16, seed=0), blob_task(24, 16, seed=1)
-    st = label_fraction_study("random", tr, te, fractions=(0.1, 1.0), seeds=(0, 1), steps=2, batch_size=8, device="cpu")
+    st = label_fraction_study(load_encoder("random", backbone=backbone, seed=0), tr, te, fractions=(0.1, 1.0), seeds=(0, 1), steps=2, batch_size=8, device="cpu")
     assert [(r["fraction"], r["seed"]) for r in st["rows"]] == [(0.1, 0), (0.1, 1), (1.0, 0), (1.0, 1)]
     assert st["rows"][-1]["n_train"] == 40
     s = st["summary"][1.0]

@@ -51,3 +51,23 @@ def test_sample_masks_and_short_finetune(samples_dir):
     r = finetune_segmentation(seg, (Xl[:32], Ml[:32]), (Xl[32:48], Ml[32:48]), steps=3, batch_size=8, device="cpu")
     assert len(r["history"]) == 3 and 0 <= r["dice"] <= 1
     assert predict_masks(seg, Xl[:2]).shape == (2, 1, 16, 16)
+
+
+@pytest.mark.parametrize("method,kw,n_maps", [("ld", {}, 5), ("ace", dict(backbone="vit_nano"), 2)], ids=["vgg_ld", "vit_nano"])
+def test_unet_on_ld_and_ace_encoders(tmp_path, samples_dir, method, kw, n_maps):
+    "LD's VGG (5 maps, strides 1-16) and ACE's ViT (2 token grids) get a U-Net with one decoder block per map."
+    from dira_nb.methods.core import create_method
+    m = create_method(method, image_size=32, **kw)
+    m.save_checkpoint(tmp_path / "final.pt")
+    for src in (m, tmp_path / "final.pt", tmp_path):
+        seg, rep = build_segmentation_unet(src, seed=0)
+        assert rep == dict(encoder="pretrained", decoder="random")       # ACE's TokenDecoder is no U-Net decoder
+        assert len(seg.decoder.decoder_channels) == n_maps == len(m.encoder.channels)
+        for k, v in m.encoder.backbone_state_dict().items():
+            assert torch.equal(seg.encoder.backbone_state_dict()[k], v), k
+    X, M = load_sample_masks("lung", "train", size=32)
+    r = finetune_segmentation(seg, (X[:16], M[:16]), (X[16:24], M[16:24]), steps=2, batch_size=8, device="cpu")
+    assert len(r["history"]) == 2 and 0 <= r["dice"] <= 1 and all(torch.isfinite(torch.tensor(h["loss"])) for h in r["history"])
+    assert predict_masks(seg, X[:2]).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match=f"encoder '{m.encoder.name}' gives {n_maps} feature maps"):
+        build_segmentation_unet(m, decoder_channels=(8,) * (n_maps + 1))

@@ -225,3 +225,53 @@ def test_heads_output_dims():
     assert SimSiamPredictor(64, hidden_dim=16)(z).shape == (4, 64)
     with torch.device("meta"):
         assert n_params(MoCoHead(2048)) == 4_458_624
+
+
+# ---------------------------------------------------------------- the Encoder protocol (ResNet, LD's VGG, ACE's ViT)
+@pytest.mark.parametrize("name", ["resnet18", "vgg_ld", "vit_nano"])
+def test_encoder_protocol_conformance(name):
+    from dira_nb.models.encoders import is_encoder, check_encoder
+    torch.manual_seed(0)
+    enc = create_encoder(name, 1).eval()
+    assert is_encoder(enc) and check_encoder(enc) is enc
+    x = torch.rand(2, 1, 32, 32)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in enc.feature_modules()]
+    with torch.no_grad(): feats = enc(x)
+    for h in hooks: h.remove()
+    assert len(feats) == len(enc.channels) == len(enc.reductions) == len(enc.feature_modules())
+    for f, c, r in zip(feats, enc.channels, enc.reductions):
+        assert f.shape == (2, c, math.ceil(32 / r), math.ceil(32 / r)), (name, f.shape, c, r)
+    # each feature module's output is the corresponding map of `forward` (hooks fire in order; a module may fire once for two maps)
+    for f in feats: assert any(o.shape == f.shape and torch.equal(o, f) for o in seen)
+    p = enc.pool(feats)
+    assert p.shape == (2, enc.out_dim) and torch.allclose(p, feats[-1].mean((2, 3)))
+    # every feature module lies on the path to the pooled feature, so Grad-CAM gradients reach it
+    seen.clear()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in enc.feature_modules()]
+    xg = x.clone().requires_grad_(True)
+    out = enc.pool(enc(xg)).sum()
+    for h in hooks: h.remove()
+    grads = torch.autograd.grad(out, seen)                                # raises if a hooked output is unused
+    assert all(g.abs().sum() > 0 for g in grads)
+    sd = enc.backbone_state_dict()
+    assert enc.stem_key in sd and sd[enc.stem_key].shape[1] == 1
+    enc3 = create_encoder(name, 3)
+    res = enc3.load_backbone_state_dict(sd, strict=True)                  # 1 → 3 channel stem, everything else as is
+    assert not res.missing_keys and not res.unexpected_keys
+    enc3.eval()
+    with torch.no_grad():                                                 # a gray image replicated to 3 channels: same features
+        assert torch.allclose(enc3.pool(enc3(x.repeat(1, 3, 1, 1))), p, atol=1e-4)
+
+
+def test_check_encoder_names_what_is_missing():
+    from dira_nb.models.encoders import is_encoder, check_encoder
+    class Half(nn.Module):
+        name, in_chans, channels, out_dim = "half", 1, (4,), 4
+        def forward(self, x): return [x]
+        def pool(self, f): return f[-1].mean((2, 3))
+    assert not is_encoder(Half())
+    with pytest.raises(TypeError, match=r"Half\) does not follow the Encoder protocol.*reductions.*feature_modules"):
+        check_encoder(Half(), "my encoder")
+    with pytest.raises(TypeError, match="got str"):
+        check_encoder("resnet18")

@@ -68,9 +68,15 @@ def test_shapes_ranges_and_model_untouched(method):
     for k, v in net.state_dict().items(): assert torch.equal(v, before[k]), k
 
 
-def test_encoder_similarity_target():
+# the three encoder kinds: DiRA's ResNet, LD's VGG, ACE's ViT
+BACKBONES = ["resnet18", "vgg_ld", "vit_nano"]
+METHODS = [("dira", dict(backbone="resnet18", moco_k=16)), ("ld", {}), ("ace", dict(backbone="vit_nano"))]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_encoder_similarity_target(backbone):
     seed_everything(0)
-    enc = create_encoder("resnet18", 1)
+    enc = create_encoder(backbone, 1)
     x = tiny_batch(2, 64)
     sim = embedding_similarity_model(enc)
     assert isinstance(sim, EmbeddingSimilarity) and sim.encoder is enc
@@ -79,25 +85,66 @@ def test_encoder_similarity_target():
     assert g.abs().sum() > 0
     for method in ATTRIBUTION_METHODS:
         kw = dict(n_steps=4) if method == "ig" else dict(window=16, stride=16) if method == "occlusion" else {}
-        h = attribute(enc, x, method, layer=enc.body.layer3, **kw)      # encoder is wrapped automatically
+        h = attribute(enc, x, method, layer=enc.feature_modules()[-2], **kw)   # encoder is wrapped automatically
         assert h.shape == (2, 64, 64) and torch.isfinite(h).all() and h.max() <= 1
 
 
-def test_gradcam_layer_for_small_inputs():
+@pytest.mark.parametrize("backbone,auto", [("resnet18", "encoder.body.layer2"), ("vgg_ld", "encoder.stages.3"),
+                                           ("vit_nano", "encoder.out_map")])
+def test_gradcam_layer_for_small_inputs(backbone, auto):
     net = torchvision.models.resnet18(weights=None)
     assert gradcam_layer_for(net, 224) == "layer4" and gradcam_layer_for(net, 64) == "layer3"
-    enc = create_encoder("resnet18", 1)
-    assert gradcam_layer_for(enc, (32, 48)) == "encoder.body.layer2"
+    enc = create_encoder(backbone, 1)
+    assert gradcam_layer_for(enc, (32, 48)) == auto                      # deepest map with >= 4 cells on its short side
     x = tiny_batch(2, 32)
-    torch.testing.assert_close(attribute(enc, x, layer="auto"), attribute(enc, x, layer=enc.body.layer2))
+    torch.testing.assert_close(attribute(enc, x, layer="auto"), attribute(enc, x, layer=enc.get_submodule(auto[len("encoder."):])))
     with pytest.raises(ValueError, match="no Conv2d"): gradcam_layer_for(nn.Linear(2, 2), 8)
 
 
-def test_method_is_wrapped():
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_default_layer_is_the_deepest_feature_map(backbone):
+    from dira_nb.eval.finetune import build_classifier
+    enc = create_encoder(backbone, 1)
+    assert default_layer(enc) is enc.feature_modules()[-1]
+    clf = build_classifier(enc, n_classes=2, seed=0)
+    assert default_layer(clf) is clf.target_layer is clf.encoder.feature_modules()[-1]
+    assert default_layer(embedding_similarity_model(enc)) is enc.feature_modules()[-1]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_gradcam_matches_a_hand_computed_cam(backbone):
+    "Grad-CAM of a classifier on each encoder's deepest map (the ViT's token grid) equals the formula computed by hand."
+    import copy
+    import torch.nn.functional as F
+    from dira_nb.eval.finetune import build_classifier
+    seed_everything(0)
+    clf = build_classifier("random", n_classes=3, backbone=backbone, seed=0)
+    x = tiny_batch(3, 64)
+    h = attribute(clf, x, "gradcam", target=1)                           # default layer
+    ref = copy.deepcopy(clf).eval()
+    for m in ref.modules():
+        if getattr(m, "inplace", False): m.inplace = False
+    acts = []
+    hook = ref.target_layer.register_forward_hook(lambda m, i, o: acts.append(o))
+    logits = ref(x); hook.remove()
+    A = acts[-1]                                                         # B×C×h×w (for a ViT: the token grid)
+    assert A.ndim == 4 and A.shape[-1] < 64
+    g, = torch.autograd.grad(logits[:, 1].sum(), A)
+    cam = F.relu((g.mean((2, 3), keepdim=True) * A).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    cam = cam / cam.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
+    assert h.flatten(1).amax(1).min() > 0                                # not blank
+    torch.testing.assert_close(h, cam.detach(), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("method,kw", METHODS, ids=[m[0] for m in METHODS])
+def test_method_is_wrapped(method, kw):
     from dira_nb.methods.core import create_method
-    m = create_method("dira", image_size=32, moco_k=16)
-    h = attribute(m, tiny_batch(2, 32), "gradcam", layer="encoder.body.layer2")
+    m = create_method(method, image_size=32, **kw)
+    h = attribute(m, tiny_batch(2, 32), "gradcam", layer="auto")
     assert h.shape == (2, 32, 32) and h.max() > 0
+    h2 = attribute(m, tiny_batch(2, 32), "gradcam")                      # default layer: the encoder's deepest map
+    assert h2.shape == (2, 32, 32) and torch.isfinite(h2).all()
 
 
 def test_helpers_and_errors():

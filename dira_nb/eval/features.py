@@ -12,7 +12,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from ..core import get_device, seed_everything
-from ..models.encoders import ResNetEncoder, create_encoder
+from ..models.encoders import Encoder, is_encoder, check_encoder, create_encoder
 from ..checkpoint import load_backbone, CheckpointError
 
 # %% auto #0
@@ -21,36 +21,37 @@ __all__ = ['load_encoder', 'dataset_arrays', 'extract_features', 'label_kind', '
 
 # %% ../../nbs/50_eval.features.ipynb #c006
 def _backbone_file(path: Path) -> Path:
-    "The weights file of `path`: the file itself, or a run folder's `backbone.pt` (else `final.pt`)."
+    "The weights file of `path`: the file itself, or a run folder's `backbone.safetensors` / `backbone.pt` (else `final.pt`)."
     if path.is_dir():
-        for name in ("backbone.pt", "final.pt"):
+        for name in ("backbone.safetensors", "backbone.pt", "final.pt"):
             if (path / name).exists(): return path / name
-        raise FileNotFoundError(f"{path}: run folder has neither backbone.pt nor final.pt")
+        raise FileNotFoundError(f"{path}: run folder has neither backbone.safetensors, backbone.pt nor final.pt")
     if not path.exists(): raise FileNotFoundError(f"{path}: no such encoder file or run folder")
     return path
 
-def load_encoder(source="random", # 'random', a Method, a ResNetEncoder, or a path (run folder, backbone.pt, checkpoint)
+def load_encoder(source="random", # 'random', a Method, an `Encoder`, or a path (run folder, backbone file, checkpoint)
                  backbone: str = "resnet18", # architecture for 'random' (files carry their own)
-                 in_chans: int = 1, # input channels of the returned encoder
+                 in_chans: int = 1, # input channels of the returned encoder (from a file)
                  seed: int | None = None, # seed for the random init (None: current RNG state)
-                ) -> ResNetEncoder:
-    "A fresh `ResNetEncoder` (a copy, never the source's own module) with the weights of `source`."
+                ) -> Encoder:
+    "A fresh `Encoder` — ResNet, LD's VGG or ACE's ViT — with the weights of `source` (a copy, never the source's own module)."
     import copy
-    if isinstance(source, ResNetEncoder): return copy.deepcopy(source)
-    if isinstance(source, nn.Module) and isinstance(getattr(source, "encoder", None), ResNetEncoder):
-        return copy.deepcopy(source.encoder)
+    if is_encoder(source): return copy.deepcopy(source)
+    if isinstance(source, nn.Module) and isinstance(getattr(source, "encoder", None), nn.Module):
+        return copy.deepcopy(check_encoder(source.encoder, f"load_encoder: {type(source).__name__}.encoder"))
     if isinstance(source, str) and source == "random":
         if seed is not None: seed_everything(seed)
         return create_encoder(backbone, in_chans)
     if isinstance(source, (str, Path)):
         path = _backbone_file(Path(source))
-        tv, report = load_backbone(path, in_chans=in_chans)
-        arch = report.meta.get("backbone") or backbone
+        model, report = load_backbone(path, in_chans=in_chans)
         if not report.ok: raise CheckpointError(f"{path}: backbone weights did not load cleanly: {report}")
-        enc = create_encoder(arch, in_chans)
-        enc.load_backbone_state_dict(tv.state_dict(), strict=True)
+        if is_encoder(model): return model                  # non-ResNet backbones come back as the package's encoder
+        enc = create_encoder(report.meta.get("backbone") or backbone, in_chans)
+        enc.load_backbone_state_dict(model.state_dict(), strict=True)
         return enc
-    raise TypeError(f"load_encoder: expected 'random', a Method, a ResNetEncoder or a path, got {type(source).__name__}")
+    raise TypeError(f"load_encoder: expected 'random', a Method, an Encoder or a path, got {type(source).__name__}")
+
 
 # %% ../../nbs/50_eval.features.ipynb #c010
 def dataset_arrays(ds, # a dataset of (1×H×W tensor, label) items, e.g. `ImageDataset`
@@ -74,7 +75,7 @@ def extract_features(encoder, # anything `load_encoder` accepts (a module is use
                      device: str = "auto", # 'auto', 'cpu', 'cuda'
                     ) -> np.ndarray:
     "Globally pooled deepest-layer features `N×D` (float32) of a frozen encoder in eval mode."
-    enc = encoder if isinstance(encoder, ResNetEncoder) else load_encoder(encoder)
+    enc = encoder if is_encoder(encoder) else load_encoder(encoder)
     if images.ndim != 4: raise ValueError(f"extract_features: images must be N×C×H×W, got {tuple(images.shape)}")
     dev = get_device(device)
     was = enc.training; enc.eval(); enc.to(dev)
@@ -189,7 +190,7 @@ def evaluate_frozen(encoder, # anything `load_encoder` accepts
                     device: str = "auto", # where features are computed
                    ) -> dict:
     "Linear-probe and kNN AUC/accuracy of a frozen encoder: `{'linear_auc', 'linear_acc', 'knn_auc', 'knn_acc'}`."
-    enc = encoder if isinstance(encoder, ResNetEncoder) else load_encoder(encoder)
+    enc = encoder if is_encoder(encoder) else load_encoder(encoder)
     ftr = extract_features(enc, train[0], device=device)
     fte = extract_features(enc, test[0], device=device)
     lin = linear_probe(ftr, train[1], fte, test[1], C=C)

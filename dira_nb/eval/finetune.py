@@ -12,7 +12,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from ..core import get_device, seed_everything
-from ..models.encoders import ResNetEncoder
+from ..models.encoders import Encoder, check_encoder
 from .features import load_encoder, auc_score, label_kind
 
 # %% auto #0
@@ -22,25 +22,28 @@ __all__ = ['Classifier', 'build_classifier', 'stratified_subset', 'predict_score
 # %% ../../nbs/51_eval.finetune.ipynb #c006
 class Classifier(nn.Module):
     "An encoder, global average pooling and a linear head: `B×1×H×W` images → `B×n_classes` logits."
-    def __init__(self, encoder: ResNetEncoder, # the (pretrained) encoder, trained along with the head
+    def __init__(self, encoder: Encoder, # the (pretrained) encoder (ResNet, LD's VGG, ACE's ViT), trained along with the head
                  n_classes: int = 1, # logits: 1 for binary, C for multi-label or multi-class
                  dropout: float = 0.0, # dropout before the head
+                 feature_norm: bool | None = None, # BatchNorm (no affine) on the pooled features; None: the encoder's `feature_norm` (True for ViTs)
                 ):
         super().__init__()
         if n_classes < 1: raise ValueError(f"Classifier: n_classes must be >= 1, got {n_classes}")
-        self.encoder, self.n_classes = encoder, int(n_classes)
+        self.encoder, self.n_classes = check_encoder(encoder, "Classifier: encoder"), int(n_classes)
         self.dropout = nn.Dropout(dropout)
+        if feature_norm is None: feature_norm = bool(getattr(encoder, "feature_norm", False))
+        self.norm = nn.BatchNorm1d(encoder.out_dim, affine=False) if feature_norm else nn.Identity()
         self.head = nn.Linear(encoder.out_dim, self.n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.encoder.pool(self.encoder(x))))
+        return self.head(self.dropout(self.norm(self.encoder.pool(self.encoder(x)))))
 
     @property
     def target_layer(self) -> nn.Module:
-        "The deepest encoder stage (`layer4`), the usual Grad-CAM layer."
-        return self.encoder.body.layer4
+        "The module producing the deepest feature map (ResNet `layer4`, VGG's last stage, ViT's token grid): the usual Grad-CAM layer."
+        return self.encoder.feature_modules()[-1]
 
-def build_classifier(encoder="random", # 'random', a Method, a ResNetEncoder, or a path (run folder, backbone.pt, checkpoint)
+def build_classifier(encoder="random", # 'random', a Method, an `Encoder`, or a path (run folder, backbone file, checkpoint)
                      n_classes: int = 1, # number of logits
                      backbone: str = "resnet18", # architecture for 'random'
                      in_chans: int = 1, # input channels

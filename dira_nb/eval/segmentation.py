@@ -14,13 +14,13 @@ from torch import nn
 import torch.nn.functional as F
 from PIL import Image
 from ..core import get_device, seed_everything
-from ..models.encoders import ResNetEncoder
 from ..models.unet import UNet
 from ..checkpoint import load_checkpoint, CheckpointError
 from .features import load_encoder
 
 # %% auto #0
-__all__ = ['dice_score', 'dice_loss', 'build_segmentation_unet', 'load_sample_masks', 'predict_masks', 'finetune_segmentation']
+__all__ = ['DEFAULT_DECODER_CHANNELS', 'dice_score', 'dice_loss', 'build_segmentation_unet', 'load_sample_masks', 'predict_masks',
+           'finetune_segmentation']
 
 # %% ../../nbs/52_eval.segmentation.ipynb #c006
 def dice_score(pred: torch.Tensor, # predicted masks B×1×H×W or B×H×W (bool, or probabilities thresholded at 0.5)
@@ -55,27 +55,41 @@ def _decoder_state(source) -> dict | None:
         try: ck = load_checkpoint(p)
         except CheckpointError: return None                    # a backbone-only export
         ds = ck.get("decoder_state")
-        return {k: v for k, v in ds.items() if k.startswith("decoder.")} if ds else None
+        ds = {k: v for k, v in ds.items() if k.startswith("decoder.")} if ds else None
+        # only a U-Net decoder transfers (ACE's ViT TokenDecoder, for instance, does not)
+        return ds if ds and any(k.startswith("decoder.blocks.") and k.endswith(".conv2.0.weight") for k in ds) else None
     return None
+
+DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+def _decoder_widths(enc, decoder_channels, dec) -> tuple:
+    "Decoder widths: given, else the pretrained decoder's, else the last `len(enc.channels)` defaults; errors name the encoder."
+    n, red = len(enc.channels), tuple(getattr(enc, "reductions", ()))
+    what = f"encoder {enc.name!r} gives {n} feature maps (channels {tuple(enc.channels)}, strides {red})"
+    if any(b < a for a, b in zip(red, red[1:])):
+        raise ValueError(f"build_segmentation_unet: {what}; a U-Net needs maps ordered from fine to coarse")
+    if decoder_channels is None and dec is not None:
+        blocks = sorted({int(k.split(".")[2]) for k in dec if k.startswith("decoder.blocks.")})
+        decoder_channels = tuple(int(dec[f"decoder.blocks.{i}.conv2.0.weight"].shape[0]) for i in blocks)
+    if decoder_channels is None:
+        if n > len(DEFAULT_DECODER_CHANNELS): raise ValueError(f"build_segmentation_unet: {what}; pass decoder_channels= with {n} widths")
+        decoder_channels = DEFAULT_DECODER_CHANNELS[-n:]
+    if len(decoder_channels) != n:
+        raise ValueError(f"build_segmentation_unet: {what}, so decoder_channels needs {n} widths, got {tuple(decoder_channels)}")
+    return tuple(decoder_channels)
 
 def build_segmentation_unet(source="random", # 'random', a Method, a run folder, a checkpoint or backbone file
                             n_classes: int = 1, # mask channels (logits)
                             backbone: str = "resnet18", # architecture for 'random'
-                            decoder_channels: tuple | None = None, # None: the pretrained decoder's, else the default
+                            decoder_channels: tuple | None = None, # one width per encoder map; None: the pretrained decoder's, else the defaults' tail
                             load_decoder: bool = True, # load pretrained decoder weights when the source has them
                             seed: int | None = None, # seed of the freshly initialised parts
                            ) -> tuple[UNet, dict]:
-    "A logit-output `UNet` with the source's encoder (and decoder) weights, and a report of what was loaded."
+    "A logit-output `UNet` on any `Encoder` (ResNet, LD's VGG, ACE's ViT) with the source's encoder (and U-Net decoder) weights, and a report of what was loaded."
     if seed is not None: seed_everything(seed)
     enc = load_encoder(source, backbone=backbone)
     dec = _decoder_state(source) if load_decoder else None
-    if decoder_channels is None:
-        cfg = getattr(getattr(source, "config", None), "decoder_channels", None)
-        if cfg is None and dec is not None:
-            blocks = sorted({int(k.split(".")[2]) for k in dec if k.startswith("decoder.blocks.")})
-            cfg = tuple(int(dec[f"decoder.blocks.{i}.conv2.0.weight"].shape[0]) for i in blocks)
-        decoder_channels = tuple(cfg) if cfg is not None else (256, 128, 64, 32, 16)
-    unet = UNet(enc, tuple(decoder_channels), out_chans=n_classes, activation=None)
+    unet = UNet(enc, _decoder_widths(enc, decoder_channels, dec), out_chans=n_classes, activation=None)
     report = dict(encoder="random" if isinstance(source, str) and source == "random" else "pretrained", decoder="random")
     if dec is not None:
         unet.decoder.load_state_dict({k[len("decoder."):]: v for k, v in dec.items()}, strict=True)

@@ -7,6 +7,7 @@ Docs: https://dira-nb.github.io/dira_nb/models.encoders.html.md"""
 # %% ../../nbs/10_models.encoders.ipynb #c003
 from __future__ import annotations
 import fnmatch, math
+from typing import Protocol, runtime_checkable
 from functools import partial
 import torch
 from torch import nn
@@ -15,8 +16,8 @@ from ..tvcompat import torchvision
 from ..core import import_submodules
 
 # %% auto #0
-__all__ = ['ENCODERS', 'adapt_input_conv', 'ResNetEncoder', 'register_encoder', 'load_builtin_encoders', 'list_encoders',
-           'create_encoder']
+__all__ = ['ENCODERS', 'adapt_input_conv', 'Encoder', 'is_encoder', 'check_encoder', 'adapt_stem', 'ResNetEncoder',
+           'register_encoder', 'load_builtin_encoders', 'list_encoders', 'create_encoder']
 
 # %% ../../nbs/10_models.encoders.ipynb #c006
 def adapt_input_conv(weight: torch.Tensor, # conv weight `out × in × k × k`
@@ -31,6 +32,48 @@ def adapt_input_conv(weight: torch.Tensor, # conv weight `out × in × k × k`
     if in_chans == 1: return total
     return total.repeat(1, in_chans, 1, 1) / in_chans
 
+# %% ../../nbs/10_models.encoders.ipynb #c008b
+@runtime_checkable
+class Encoder(Protocol):
+    "What evaluation, attribution and checkpoint export need from an encoder (ResNet, LD's VGG, ACE's ViT)."
+    name: str # registry name, recorded in checkpoints
+    in_chans: int # input channels
+    channels: tuple # channels of each map `forward` returns, shallow to deep
+    reductions: tuple # stride of each map relative to the input
+    out_dim: int # width of the pooled feature
+    stem_key: str # `backbone_state_dict` key of the first conv weight
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]: ...
+    def pool(self, features) -> torch.Tensor: ...
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]: ...
+    def load_backbone_state_dict(self, state_dict: dict, strict: bool = True): ...
+    def feature_modules(self) -> list[nn.Module]: ...
+
+def is_encoder(obj) -> bool:
+    "True when `obj` is an `nn.Module` following the `Encoder` protocol."
+    return isinstance(obj, nn.Module) and isinstance(obj, Encoder)
+
+_ENCODER_MEMBERS = ("forward", "pool", "name", "in_chans", "channels", "reductions", "out_dim", "stem_key",
+                    "backbone_state_dict", "load_backbone_state_dict", "feature_modules")
+
+def check_encoder(obj, # the object to check
+                  what: str = "encoder", # how to name it in the error (e.g. 'LD.encoder')
+                 ):
+    "Return `obj` if it follows the `Encoder` protocol, else raise a `TypeError` naming what it lacks."
+    if is_encoder(obj): return obj
+    if not isinstance(obj, nn.Module): raise TypeError(f"{what}: expected an nn.Module following the Encoder protocol, got {type(obj).__name__}")
+    missing = [m for m in _ENCODER_MEMBERS if not hasattr(obj, m)]
+    raise TypeError(f"{what} ({type(obj).__name__}) does not follow the Encoder protocol: it lacks {missing}")
+
+def adapt_stem(state_dict: dict, # backbone weights
+               key: str, # the first conv's weight key (an encoder's `stem_key`)
+               in_chans: int, # channels wanted
+              ) -> dict:
+    "A copy of `state_dict` whose `key` weight is converted to `in_chans` input channels with `adapt_input_conv`."
+    sd = dict(state_dict)
+    if key in sd and sd[key].shape[1] != in_chans: sd[key] = adapt_input_conv(sd[key], in_chans)
+    return sd
+
+
 # %% ../../nbs/10_models.encoders.ipynb #c010
 _RESNETS = { # name -> (torchvision builder name, channels of the five feature levels)
     "resnet18": ("resnet18", (64, 64, 128, 256, 512)),
@@ -40,7 +83,7 @@ _RESNETS = { # name -> (torchvision builder name, channels of the five feature l
 
 class ResNetEncoder(nn.Module):
     "A torchvision ResNet (random init) with an `in_chans` stem, returning five feature maps at strides 2, 4, 8, 16, 32."
-    reductions = (2, 4, 8, 16, 32)
+    reductions, stem_key = (2, 4, 8, 16, 32), "conv1.weight"
     def __init__(self,
                  name: str = "resnet18", # one of `list_encoders()`
                  in_chans: int = 1, # input channels (1 for grayscale radiographs)
@@ -76,6 +119,11 @@ class ResNetEncoder(nn.Module):
         "Global average pooling of the deepest map: `B × out_dim`."
         f = features[-1] if isinstance(features, (list, tuple)) else features
         return f.mean(dim=(2, 3))
+
+    def feature_modules(self) -> list[nn.Module]:
+        "The modules producing the five maps: the stem's ReLU, then `layer1` … `layer4`."
+        b = self.body
+        return [b.relu, b.layer1, b.layer2, b.layer3, b.layer4]
 
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         "The weights under torchvision's own keys (`conv1.weight`, `layer1.0.bn1.running_mean`, ...), without `fc`."
@@ -115,7 +163,7 @@ class ResNetEncoder(nn.Module):
 ENCODERS: dict = {name: partial(ResNetEncoder, name) for name in _RESNETS}
 
 def register_encoder(name: str, # registry key
-                     builder=None, # callable `builder(in_chans=...)` with the `ResNetEncoder` API; None: use as a decorator
+                     builder=None, # callable `builder(in_chans=...)` returning an `Encoder`; None: use as a decorator
                     ):
     "Add an encoder builder to `ENCODERS` (a decorator when called with just the name)."
     if builder is None: return partial(register_encoder, name)
@@ -135,7 +183,7 @@ def list_encoders(pattern: str | None = None, # shell-style filter such as 'resn
 
 def create_encoder(name: str = "resnet18", # one of `list_encoders()`
                    in_chans: int = 1, # input channels
-                  ) -> ResNetEncoder:
+                  ) -> Encoder:
     "Build a randomly initialised encoder from the registry."
     if name not in ENCODERS: load_builtin_encoders()
     if name not in ENCODERS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .encoders import register_encoder, create_encoder
+from .encoders import register_encoder, create_encoder, adapt_stem
 from .unet import UNetDecoder
 
 # %% auto #0
@@ -23,7 +23,7 @@ def _cbr(cin: int, cout: int) -> list:
 
 class VGGLDEncoder(nn.Module):
     "LD's `vgg16_bn_tiny`: five VGG-BN stages returning their last map before pooling (strides 1, 2, 4, 8, 16)."
-    reductions = (1, 2, 4, 8, 16)
+    reductions, stem_key = (1, 2, 4, 8, 16), "stages.0.0.weight"
     def __init__(self,
                  in_chans: int = 1, # input channels
                  cfg: tuple = VGG_LD_CFG, # VGG layout: widths and 'M' (max-pool) markers; five 'M' = five stages
@@ -62,6 +62,10 @@ class VGGLDEncoder(nn.Module):
         f = features[-1] if isinstance(features, (list, tuple)) else features
         return f.mean(dim=(2, 3))
 
+    def feature_modules(self) -> list[nn.Module]:
+        "The five stages, whose outputs are the maps of `forward`."
+        return list(self.stages)
+
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         "The encoder weights under this module's own keys (`stages.0.0.weight`, ...)."
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
@@ -69,8 +73,8 @@ class VGGLDEncoder(nn.Module):
     def load_backbone_state_dict(self, state_dict: dict, # keys as written by `backbone_state_dict`
                                  strict: bool = True, # fail on missing or unexpected keys
                                 ):
-        "Load weights written by `backbone_state_dict`."
-        return self.load_state_dict(state_dict, strict=strict)
+        "Load weights written by `backbone_state_dict`, adapting the first conv when its channel count differs."
+        return self.load_state_dict(adapt_stem(state_dict, self.stem_key, self.in_chans), strict=strict)
 
     def extra_repr(self) -> str: return f"name='vgg_ld', in_chans={self.in_chans}, channels={self.channels}"
 
@@ -135,7 +139,7 @@ class ClusterHead(nn.Module):
 class LDNet(nn.Module):
     "Encoder + decoder + embedding head (+ clustering head): `forward(x) -> dict(feats, emb, assign)`."
     def __init__(self,
-                 encoder: nn.Module | str = "vgg_ld", # an encoder with the `ResNetEncoder` API, or a registry name
+                 encoder: nn.Module | str = "vgg_ld", # an `Encoder` (see models.encoders), or a registry name
                  in_chans: int = 1, # input channels when `encoder` is a name
                  embed_dim: int = 32, # D
                  n_clusters: int | None = 16, # K; None builds no clustering head (stage 1)

@@ -11,7 +11,7 @@ from functools import partial
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .encoders import register_encoder
+from .encoders import register_encoder, adapt_stem
 
 # %% auto #0
 __all__ = ['VIT_CONFIGS', 'Block', 'ViTEncoder']
@@ -56,7 +56,10 @@ class ViTEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, dim, pos_grid, pos_grid))
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
+        self.mid_map, self.out_map = nn.Identity(), nn.Identity()   # hook points for the two grids (Grad-CAM); no weights
         self.channels, self.reductions, self.out_dim = (dim, dim), (patch, patch), dim
+        self.stem_key = "patch_embed.weight"
+        self.feature_norm = True   # pooled tokens vary little between images: classifiers normalise them before the head
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(self._init)
 
@@ -82,8 +85,9 @@ class ViTEncoder(nn.Module):
         maps, mid = [], max(self.depth // 2, 1)
         for i, blk in enumerate(self.blocks):
             t = blk(t)
-            if i + 1 == mid and i + 1 < self.depth: maps.append(grid(t))
-        maps.append(grid(self.norm(t)))
+            if i + 1 == mid and i + 1 < self.depth:       # the later blocks read the hooked grid, so Grad-CAM can use it
+                g = self.mid_map(grid(t)); maps.append(g); t = g.flatten(2).transpose(1, 2)
+        maps.append(self.out_map(grid(self.norm(t))))
         if len(maps) == 1: maps.insert(0, maps[0])
         return maps
 
@@ -93,6 +97,10 @@ class ViTEncoder(nn.Module):
         f = features[-1] if isinstance(features, (list, tuple)) else features
         return f.mean(dim=(2, 3))
 
+    def feature_modules(self) -> list[nn.Module]:
+        "The (identity) modules whose outputs are the two token grids of `forward`."
+        return [self.mid_map if self.depth > 1 else self.out_map, self.out_map]
+
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         "All weights under their module keys (`patch_embed.weight`, `blocks.0.qkv.weight`, ...)."
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
@@ -100,8 +108,8 @@ class ViTEncoder(nn.Module):
     def load_backbone_state_dict(self, state_dict: dict, # keys as written by `backbone_state_dict`
                                  strict: bool = True, # fail on missing or unexpected keys
                                 ):
-        "Load weights written by `backbone_state_dict`."
-        return self.load_state_dict(state_dict, strict=strict)
+        "Load weights written by `backbone_state_dict`, adapting the patch embedding when its channel count differs."
+        return self.load_state_dict(adapt_stem(state_dict, self.stem_key, self.in_chans), strict=strict)
 
     def to_torchvision(self, *args, **kwargs):
         raise NotImplementedError(f"{self.name}: a ViT encoder has no torchvision ResNet counterpart; use the encoder itself "

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..models.encoders import is_encoder
 
 # %% auto #0
 __all__ = ['ATTRIBUTION_METHODS', 'attribution_copy', 'default_layer', 'EmbeddingSimilarity', 'embedding_similarity_model',
@@ -27,9 +28,15 @@ def attribution_copy(model: nn.Module, # any model; it is not modified
     for p in m.parameters(): p.requires_grad_(False)
     return m
 
-def default_layer(model: nn.Module, # a CNN (classifier, encoder or `EmbeddingSimilarity`)
+def _encoders(model: nn.Module) -> list[nn.Module]:
+    "The submodules of `model` (itself included) that follow the `Encoder` protocol, in module order."
+    return [m for m in model.modules() if is_encoder(m)]
+
+def default_layer(model: nn.Module, # a classifier, encoder, `EmbeddingSimilarity` or any CNN
                  ) -> nn.Module:
-    "Grad-CAM's default layer: the last module named `layer4` (ResNet's last conv stage), else the last `Conv2d`."
+    "Grad-CAM's default layer: the deepest feature module of the model's `Encoder` (ResNet `layer4`, VGG's last stage, ViT's token grid), else the last `layer4`, else the last `Conv2d`."
+    encs = _encoders(model)
+    if encs: return encs[-1].feature_modules()[-1]
     named = list(model.named_modules())
     stage = [m for n, m in named if n.split(".")[-1] == "layer4"]
     if stage: return stage[-1]
@@ -37,10 +44,11 @@ def default_layer(model: nn.Module, # a CNN (classifier, encoder or `EmbeddingSi
     if not convs: raise ValueError(f"default_layer: {type(model).__name__} has no Conv2d and no 'layer4'; pass layer=")
     return convs[-1]
 
+
 # %% ../../nbs/63_viz.attribution.ipynb #c011
 class EmbeddingSimilarity(nn.Module):
     "Wrap an encoder: output `B×1` = embedding of `x` projected on the unit direction of a reference embedding."
-    def __init__(self, encoder: nn.Module, # `ResNetEncoder`-like (`forward` → feature list, `.pool`) or any `B×D` model
+    def __init__(self, encoder: nn.Module, # an `Encoder` (`forward` → feature list, `.pool`) or any `B×D` model
                 ):
         super().__init__()
         self.encoder = encoder
@@ -141,19 +149,24 @@ def gradcam_layer_for(model: nn.Module, # a CNN, encoder, `Method` or `Embedding
                       size: int | tuple, # input size H (or (H, W)) the attribution will run at
                       min_cells: int = 4, # the layer's map must be at least this many cells on its short side
                      ) -> str:
-    "Dotted name (in the model `attribute` uses) of the deepest ResNet stage (else Conv2d) whose map is ≥ `min_cells` wide."
+    "Dotted name (in the model `attribute` uses) of the deepest encoder feature module (else ResNet stage, else Conv2d) whose map is ≥ `min_cells` wide."
     m = _as_model(model)
     H, W = (size, size) if isinstance(size, int) else tuple(size)
     convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
     if not convs: raise ValueError(f"gradcam_layer_for: {type(model).__name__} has no Conv2d")
-    names = [(n, mod) for n, mod in m.named_modules() if n.split(".")[-1] in ("layer1", "layer2", "layer3", "layer4")]
-    if not names: names = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
+    encs, in_chans = _encoders(m), convs[0].in_channels
+    if encs:                                                 # ResNet, VGG or ViT: the maps of `forward`, shallow to deep
+        ids = {id(mod): n for n, mod in m.named_modules()}
+        names, in_chans = [(ids[id(mod)], mod) for mod in encs[-1].feature_modules()], encs[-1].in_chans
+    else:
+        names = [(n, mod) for n, mod in m.named_modules() if n.split(".")[-1] in ("layer1", "layer2", "layer3", "layer4")]
+        if not names: names = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
     shapes, hooks = {}, []
     for n, mod in names: hooks.append(mod.register_forward_hook(lambda mod, i, o, n=n: shapes.__setitem__(n, o.shape[-2:])))
     was = m.training; m.eval()
     try:
         p = next(m.parameters())
-        with torch.no_grad(): m(torch.zeros(1, convs[0].in_channels, H, W, device=p.device, dtype=p.dtype))
+        with torch.no_grad(): m(torch.zeros(1, in_chans, H, W, device=p.device, dtype=p.dtype))
     finally:
         for h in hooks: h.remove()
         m.train(was)
