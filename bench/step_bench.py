@@ -16,11 +16,6 @@ import argparse, json, os, platform, resource, statistics, sys, threading, time
 from pathlib import Path
 import torch
 
-ORIGINAL = {  # the original DiRA code, full dira step, ResNet-50, batch 8, 2 CPU threads, random tensors (issue 6)
-    ("dira", "resnet50", 224): (0.80, 0.85),
-    ("dira", "resnet50", 64): (6.0, 7.3),
-}
-
 
 def cpu_model() -> str:
     "The CPU's model name (as the quality benchmark records it)."
@@ -109,28 +104,23 @@ def measure(variant: str, backbone: str, size: int, batch: int, mode: str, devic
         peak = gpu_bf16_peak_tflops() if device.type == "cuda" else None
         if peak: r.update(peak_bf16_tflops=peak, mfu=round(mfu_of(flops, 1 / wall, peak), 4))
         r["achieved_tflops"] = round(flops / wall / 1e12, 4)
-    orig = ORIGINAL.get((variant, backbone, size))
-    if orig and batch == 8 and device.type == "cpu":
-        r["original_images_per_s"] = list(orig)
-        r["ratio_vs_original"] = [round(r["images_per_s"] / o, 2) for o in orig[::-1]]
     return r
 
 
 def markdown(results: list, meta: dict) -> str:
-    "A markdown table of the results with the ratio to the original code's figures."
+    "A markdown table of the results (ratios to the original code come only from `bench/compare_original.py`)."
     hw = meta["hardware"]
     lines = [f"# DiRA step throughput ({meta['timestamp']})", "",
              f"Command: `{meta['command']}`  ", f"CPU: {hw['cpu']} ({hw['cpu_count']} cores), threads: {hw['threads']}, "
              f"torch {hw['torch']}, load average at start {hw['load_avg_start']}, at end {meta['load_avg_end']}"
              + (f"  \nGPU: {hw['gpu']}" if "gpu" in hw else ""), "",
-             "| variant | backbone | size | batch | mode | img/s (wall) | img/s (CPU time) | s/step | peak mem MB | vs original |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| variant | backbone | size | batch | mode | img/s (wall) | img/s (CPU time) | s/step | peak mem MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         mem = r.get("cuda_max_allocated_mb", r["rss_peak_delta_mb"])
-        ratio = f"{r['ratio_vs_original'][0]}–{r['ratio_vs_original'][1]}×" if "ratio_vs_original" in r else ""
         lines.append(f"| {r['variant']} | {r['backbone']} | {r['size']} | {r['batch']} | {r['mode']} | {r['images_per_s']} | "
-                     f"{r.get('images_per_s_from_cpu_time', '')} | {r['median_s_per_step']} | {mem} | {ratio} |")
-    lines += ["", "Original code (issue 6): 0.80–0.85 img/s at 224² ResNet-50 and 6.0–7.3 img/s at 64², batch 8, 2 threads. "
+                     f"{r.get('images_per_s_from_cpu_time', '')} | {r['median_s_per_step']} | {mem} |")
+    lines += ["", "Compare with the original code only side by side: `bench/compare_original.py`. "
               "'img/s (CPU time)' = batch × threads ÷ median process CPU seconds per step: an estimate for an unloaded "
               "machine when other processes compete for the cores (it assumes both threads stay busy).",
               "Peak memory: CPU = peak RSS growth during the timed steps (psutil sampling); CUDA = max_memory_allocated."]
