@@ -152,8 +152,8 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     seed_everything(seed)
     views = method.views(size, faithful_flip_quirk=bool(cfg.get("faithful_flip_quirk", False)))
     samples = [views(x) for x in probe["native"][:n_show]]
-    x1 = torch.stack([s.get("x_res", s["x1"]) for s in samples])        # LD keeps its restoration input as `x_res`
-    target = torch.stack([s["target"] for s in samples]) if all("target" in s for s in samples) else None
+    pairs = [method.restoration_pair(s) for s in samples]              # the method names its restoration input and target
+    x1, target = (torch.stack(t) for t in zip(*pairs)) if samples and pairs[0] is not None else (None, None)
     with torch.no_grad(): rec = method.reconstruct(x1) if target is not None else None
     name = html.escape(str(cfg.get("method", method.name)))
 

@@ -205,9 +205,11 @@ class Dashboard:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             samples = [v(img) for img in self.probes]
-        if not all(isinstance(s, dict) and "x1" in s for s in samples): return
-        self.inputs = torch.stack([s["x1"] for s in samples]).float()
-        self.targets = torch.stack([s.get("target", s["x1"]) for s in samples]).float()
+        pair_of = getattr(self.method, "restoration_pair", None)     # the method names its restoration input and target
+        pairs = [pair_of(s) for s in samples] if callable(pair_of) and all(isinstance(s, dict) for s in samples) else []
+        if not pairs or any(p is None for p in pairs): return
+        self.inputs = torch.stack([x for x, _ in pairs]).float()
+        self.targets = torch.stack([t for _, t in pairs]).float()
 
     def _probe_name(self, i: int) -> str:
         l = int(self.labels[i])

@@ -95,10 +95,12 @@ class ReconstructionSnapshots(Callback):
     def snapshot(self, path: str | Path) -> Path | None:
         "Restore the fixed batch with the current model and save its grid to `path` (None without a decoder)."
         dev = next(self.learn.method.parameters()).device
-        x1 = self.batch.get("x_res", self.batch["x1"]).to(dev)   # LD keeps its distorted input apart, as `x_res`
-        rec = self.learn.method.reconstruct(x1)
+        pair = self.learn.method.restoration_pair(self.batch)   # the method names its restoration input and target
+        if pair is None: return None
+        x1, target = pair
+        rec = self.learn.method.reconstruct(x1.to(dev))
         if rec is None: return None
-        rows = recon_rows(x1.cpu(), rec.cpu(), self.batch["target"], n=self.n)
+        rows = recon_rows(x1.cpu(), rec.cpu(), target, n=self.n)
         return save_png(recon_grid(rows, scale=self.scale), path)
 
     def after_epoch(self):
