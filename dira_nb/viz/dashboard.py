@@ -7,7 +7,7 @@ Docs: https://dira-nb.github.io/dira_nb/viz.dashboard.html.md"""
 # %% ../../nbs/64_viz.dashboard.ipynb #c003
 from __future__ import annotations
 import math
-import contextlib, copy, html, json, random, time, traceback, warnings
+import contextlib, copy, html, json, random, threading, time, traceback, warnings
 from datetime import datetime
 from pathlib import Path
 import numpy as np
@@ -191,6 +191,8 @@ class Dashboard:
         self.probes, self.labels, names = probe_set(probes, n=n_probe, size=size, labels=labels)
         self.label_names = label_names or names
         self.batch_losses, self.seconds, self.n_updates = [], 0.0, 0
+        self.lock = threading.RLock()   # held by a panel update, and by each step of a background training (`viz.live`)
+        self._dirty = set()             # panels whose controls changed while updates were paused
         self._make_views()
         self._build(title, n_show, reducer, attribution, every_steps, every_seconds, slow_every)
 
@@ -246,10 +248,11 @@ class Dashboard:
         self.attribution.observe(lambda ch: self._on_control(("attribution",)), "value")
         self.reducer.observe(lambda ch: self._on_control(("embedding",)), "value")
         self.probe_select.observe(lambda ch: self._on_control(("recon", "realism", "attribution")), "value")
-        self.pause.observe(lambda ch: self.set_status(), "value")
+        self.pause.observe(lambda ch: self._on_pause(), "value")
         self.refresh_button.on_click(lambda b: self.update("all"))
+        self.training_controls = W.HBox([])   # filled by `viz.live.BackgroundTraining` (pause training, stop & save)
         controls = W.VBox([W.HBox([self.every_steps, self.every_seconds, self.slow_every, self.pause, self.refresh_button]),
-                           W.HBox([self.probe_select, self.attribution, self.reducer])])
+                           W.HBox([self.probe_select, self.attribution, self.reducer]), self.training_controls])
         p = self.panels
         rows = [p[k].widget for k in ("losses", "realism", "recon", "embedding", "attribution")]
         rows += [p[k].widget for k in p if k.startswith("extra:")]     # one panel per row: figures keep their width
@@ -272,7 +275,9 @@ class Dashboard:
             parts.append(f"step {l.train_iter}")
         if getattr(self, "last_update", None): parts.append(f"last update {self.last_update}")
         parts.append(f"{self.n_updates} refreshes, {self.seconds:.1f} s in the dashboard")
-        if self.pause.value: parts.append("<span style='color:#b60'>updates paused</span>")
+        if self.pause.value:
+            waiting = f" ({', '.join(sorted(self._dirty))} will update on resume)" if self._dirty else ""
+            parts.append(f"<span style='color:#b60'>updates paused{html.escape(waiting)}</span>")
         if getattr(self, "_status_extra", ""): parts.append(html.escape(self._status_extra))
         step = l.train_iter if l is not None else ""
         self.status.value = (f"<div class='dira-status' data-state='{self.state}' data-step='{step}' "
@@ -403,7 +408,7 @@ class Dashboard:
         t0 = time.perf_counter()
         step = self.learn.train_iter if self.learn is not None else None
         cache = {}
-        with quiet_eval(self.method):
+        with self.lock, quiet_eval(self.method):   # never while a background training step runs
             for key in self.panel_keys(which):
                 p, t1 = self.panels[key], time.perf_counter()
                 try: items, note = self._computer(key)(cache)
@@ -423,8 +428,16 @@ class Dashboard:
         return self.update("all")
 
     def _on_control(self, keys):
-        if self.pause.value: return
+        "A control changed: recompute its panels now, or when updates are unpaused."
+        if self.pause.value: self._dirty.update(keys); self.set_status(); return
         self.update(list(keys))
+
+    def _on_pause(self):
+        "Unpausing recomputes the panels whose controls changed while paused (no stale panel)."
+        if not self.pause.value and self._dirty:
+            keys, self._dirty = sorted(self._dirty), set()
+            self.update(keys)
+        self.set_status()
 
     # ----- attaching to training -------------------------------------------------------------------------------------
     def attach(self, learn) -> None:
