@@ -13,6 +13,7 @@ the same command skips finished units (an interrupted run resumes at the unit it
   python bench/quality.py                         # the default budget: about 50 min on 2 quiet CPU cores
   python bench/quality.py --threads 1             # on a machine shared with other jobs (2 threads would spin)
   python bench/quality.py --tiny --out /tmp/q     # plumbing check, seconds
+  python bench/quality.py --methods random di dira ld ace   # LD and ACE are optional; all methods share --backbone
   bench/quality_gpu.sh                            # the long GPU variant
 """
 import shlex, sys

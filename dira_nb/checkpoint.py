@@ -172,13 +172,24 @@ def set_rng_state(state: dict, # from `rng_state`
     if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 # %% ../nbs/34_checkpoint.ipynb #c025
-def _adapt_stem(state: dict, in_chans: int) -> dict:
-    "Convert `conv1.weight` to `in_chans` input channels (split evenly when expanding, summed when reducing)."
-    w = state["conv1.weight"]; c = w.shape[1]
+def _stem_key(state: dict, meta: dict, path=None) -> str:
+    "The first conv's weight key: `conv1.weight` (ResNets), else the `stem_key` of the registered encoder named in `meta`."
+    if "conv1.weight" in state: return "conv1.weight"
+    arch = meta.get("backbone")
+    from dira_nb.models.encoders import create_encoder
+    try: key = create_encoder(arch, 1).stem_key
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot tell which weight is the first conv of backbone {arch!r} ({type(e).__name__}: {e})") from e
+    if key not in state: raise CheckpointError(f"{path}: backbone {arch!r} should have its first conv under {key!r}, which is missing")
+    return key
+
+def _adapt_stem(state: dict, in_chans: int, key: str = "conv1.weight") -> dict:
+    "Convert the first conv's weight `key` to `in_chans` input channels (split evenly when expanding, summed when reducing)."
+    w = state[key]; c = w.shape[1]
     if in_chans == c: return state
     state = dict(state)
-    if c == 1: state["conv1.weight"] = w.repeat(1, in_chans, 1, 1) / in_chans
-    elif in_chans == 1: state["conv1.weight"] = w.sum(1, keepdim=True)
+    if c == 1: state[key] = w.repeat(1, in_chans, 1, 1) / in_chans
+    elif in_chans == 1: state[key] = w.sum(1, keepdim=True)
     else: raise ValueError(f"cannot convert a {c}-channel stem to {in_chans} channels")
     return state
 
@@ -199,13 +210,14 @@ def export_backbone(checkpoint: str | Path | dict, # a checkpoint path or a load
                     out_path: str | Path, # `*.safetensors` (recommended) or `*.pt` (legacy torch format)
                     in_chans: int | None = None, # channels of the exported stem (None keeps the pretrained ones)
                    ) -> Path:
-    "Write only the encoder, with clean torchvision keys and its meta, to `out_path` (safetensors unless it ends in .pt/.pth)."
+    "Write only the encoder (clean torchvision keys for ResNets; LD's VGG and ACE's ViT under their own module keys) and its meta to `out_path` (safetensors unless it ends in .pt/.pth)."
     ck = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     state = dict(ck["backbone_state"])
     meta = _plain(dict(ck["meta"])); meta["format"] = BACKBONE_FORMAT; meta["pretrained_in_chans"] = meta["in_chans"]
     meta.pop("history", None)                                   # per-epoch logs belong to the run folder, not the weights
     if in_chans is not None:
-        state = _adapt_stem(state, in_chans); meta["in_chans"] = in_chans
+        state = _adapt_stem(state, in_chans, _stem_key(state, meta, checkpoint if not isinstance(checkpoint, dict) else "checkpoint"))
+        meta["in_chans"] = in_chans
     out_path = Path(out_path)
     if out_path.suffix.lower() in (".pt", ".pth", ".bin"): return _atomic_save(dict(state_dict=state, meta=meta), out_path)
     return _save_safetensors(state, meta, out_path)
@@ -258,8 +270,16 @@ def _read_backbone_file(path: Path) -> tuple[dict, dict]:
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict): return convert_original_checkpoint(obj), {}
     raise CheckpointError(f"{path}: neither a dira_nb backbone/checkpoint nor a plain state_dict")
 
+def _warn_normalisation(path, meta: dict, normalisation: str | None) -> None:
+    "Warn when the planned downstream normalisation differs from the pretraining one recorded in `meta`."
+    pre = meta.get("intensity", {}).get("normalisation")
+    if normalisation is not None and pre is not None and normalisation != pre:
+        warnings.warn(f"{path}: weights were pretrained with normalisation={pre!r} on range "
+                      f"{meta.get('intensity', {}).get('range')}, but you plan {normalisation!r}; "
+                      "match the pretraining intensity convention or expect a drop in transfer performance")
+
 def load_backbone(path: str | Path, # backbone export, full checkpoint, or a plain/original state_dict file
-                  model: torch.nn.Module | None = None, # a torchvision ResNet to fill; None builds one from the meta
+                  model: torch.nn.Module | None = None, # a torchvision ResNet (or, for vgg_ld / ViT files, the package's encoder) to fill; None builds one from the meta
                   in_chans: int | None = None, # stem channels when building the model (None: from the file)
                   num_classes: int = 1000, # classes of the fresh `fc` of a built model
                   strict: bool = False, # raise when anything but `fc.*` is missing or anything is unexpected
@@ -267,16 +287,21 @@ def load_backbone(path: str | Path, # backbone export, full checkpoint, or a pla
                  ) -> tuple[torch.nn.Module, LoadReport]:
     "Load pretrained encoder weights into a torchvision ResNet (or the package's own encoder for non-ResNet backbones) and report missing/unexpected keys."
     state, meta = _read_backbone_file(Path(path))
+    arch = meta.get("backbone")
+    if arch is not None and not str(arch).startswith("resnet"):   # LD's vgg_ld, ACE's ViTs: the package's own encoder
+        from dira_nb.models.encoders import create_encoder, is_encoder
+        if model is None: model = create_encoder(arch, in_chans or int(meta.get("in_chans", 1)))
+        elif not is_encoder(model):
+            raise CheckpointError(f"{path}: holds a {arch!r} encoder (method {meta.get('method')!r}), which has no torchvision "
+                                  f"counterpart to fill a {type(model).__name__}; call load_backbone(path) without model= (it "
+                                  f"returns the package's {arch} encoder) or dira_nb.eval.features.load_encoder(path)")
+        res = model.load_backbone_state_dict(state, strict=False)   # adapts the stem to the model's in_chans
+        report = LoadReport(list(res.missing_keys), list(res.unexpected_keys), dict(meta))
+        if strict and not report.ok: raise CheckpointError(f"{path}: {report}")
+        _warn_normalisation(path, meta, normalisation)
+        return model, report
     if model is None:
-        arch = meta.get("backbone")
         if arch is None: raise CheckpointError(f"{path}: meta does not name the backbone; pass `model=`")
-        if not str(arch).startswith("resnet"):            # LD's vgg_ld, ACE's ViTs: rebuild from the encoder registry
-            from dira_nb.models.encoders import create_encoder
-            model = create_encoder(arch, in_chans or int(meta.get("in_chans", 1)))
-            res = model.load_backbone_state_dict(state, strict=False)
-            report = LoadReport(list(res.missing_keys), list(res.unexpected_keys), dict(meta))
-            if strict and not report.ok: raise CheckpointError(f"{path}: {report}")
-            return model, report
         model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
         c = in_chans or state["conv1.weight"].shape[1]
         conv = model.conv1
@@ -287,11 +312,7 @@ def load_backbone(path: str | Path, # backbone export, full checkpoint, or a pla
     res = model.load_state_dict(state, strict=False)
     report = LoadReport(list(res.missing_keys), list(res.unexpected_keys), dict(meta))
     if strict and not report.ok: raise CheckpointError(f"{path}: {report}")
-    pre = meta.get("intensity", {}).get("normalisation")
-    if normalisation is not None and pre is not None and normalisation != pre:
-        warnings.warn(f"{path}: weights were pretrained with normalisation={pre!r} on range "
-                      f"{meta.get('intensity', {}).get('range')}, but you plan {normalisation!r}; "
-                      "match the pretraining intensity convention or expect a drop in transfer performance")
+    _warn_normalisation(path, meta, normalisation)
     return model, report
 
 # %% ../nbs/34_checkpoint.ipynb #c029

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/report)")
     rp.add_argument("--n-probe", type=int, default=64, help="probe images in the embedding map (default: 64)")
     rp.add_argument("--how", choices=["umap", "pca"], default="umap", help="embedding reduction (default: umap)")
-    bm = sub.add_parser("benchmark", help="pretrain random/di/dir/dira under one budget and compare transfer scores",
+    bm = sub.add_parser("benchmark", help="pretrain random/di/dir/dira (optionally ld, ace) under one budget and compare transfer scores",
                         epilog="Writes quality.md and quality.json (command, hardware, budget, tables) into --out.")
     _add_benchmark_args(bm)
     ev = sub.add_parser("evaluate", help="linear probe, kNN and fine-tuning of one run's encoder",
@@ -108,7 +108,7 @@ def _add_benchmark_args(p: argparse.ArgumentParser, evaluate: bool = False):
     p.add_argument("--tiny", action="store_true", help="tiny budget for smoke tests (16 px, 32 pretraining images, 8 steps)")
     if not evaluate:
         p.add_argument("--methods", nargs="+", default=None,
-                       help=f"methods ('random' = no pretraining; LD/ACE cannot be evaluated yet); default {list(d.methods)}")
+                       help=f"methods ('random' = no pretraining; LD and ACE are optional: add ld, ace, ...); default {list(d.methods)}")
         p.add_argument("--batch-size", type=int, default=None, help=f"pretraining batch (default {d.batch_size})")
         p.add_argument("--pretrain-steps", type=int, default=None,
                        help=f"pretraining steps per method, rounded to whole epochs over all images (default {d.pretrain_steps})")
@@ -124,7 +124,7 @@ def _add_benchmark_args(p: argparse.ArgumentParser, evaluate: bool = False):
         p.add_argument("--seeds", nargs="+", type=int, default=None, help="evaluation seeds (label subsets, fine-tuning order; init of 'random')")
     p.add_argument("--datasets", nargs="+", default=None, choices=["pneumonia", "samples"], help=f"default {list(d.datasets)}")
     p.add_argument("--pneumonia-npz", default=None, help="PneumoniaMNIST .npz (default: data_samples/pneumoniamnist28/pneumoniamnist28.npz)")
-    p.add_argument("--backbone", default=None, help=f"default {d.backbone}")
+    p.add_argument("--backbone", default=None, help=f"encoder of every method and of 'random', e.g. vgg_ld (LD's; --image-size 32) or vit_nano (ACE's); default {d.backbone}")
     p.add_argument("--image-size", type=int, default=None, help=f"default {d.image_size}")
     p.add_argument("--probe-train", type=int, default=None, help="cap on labelled images of the linear probe / kNN (default: all)")
     p.add_argument("--test-images", type=int, default=None, help="cap on test (and validation) images (default: all)")

@@ -93,3 +93,20 @@ def test_load_backbone_rebuilds_non_resnet_encoders(tmp_path, name, backbone):
     assert report.ok and not report.missing and not report.unexpected
     for k, v in m.encoder.backbone_state_dict().items():
         assert torch.equal(model.backbone_state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("name,backbone,stem", [("ace", "vit_nano", "patch_embed.weight"), ("ld", "vgg_ld", "stages.0.0.weight")])
+def test_non_resnet_export_with_three_channels_and_clear_errors(tmp_path, name, backbone, stem):
+    "export_backbone(in_chans=3) adapts the VGG's / ViT's first conv; a gray image on RGB gives the same features; torchvision models are refused by name."
+    m = create_method(name, backbone=backbone, image_size=32)
+    m.save_checkpoint(tmp_path / "c.pt")
+    p3 = export_backbone(tmp_path / "c.pt", tmp_path / "b3.safetensors", in_chans=3)
+    enc3, rep = load_backbone(p3)
+    assert rep.ok and rep.meta["in_chans"] == 3 and rep.meta["pretrained_in_chans"] == 1
+    assert enc3.in_chans == 3 and enc3.backbone_state_dict()[stem].shape[1] == 3
+    enc1 = m.encoder.eval(); enc3.eval()
+    g = tiny_batch(2, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(enc3.pool(enc3(g.repeat(1, 3, 1, 1))), enc1.pool(enc1(g)), atol=1e-4, rtol=1e-4)
+    with pytest.raises(CheckpointError, match=f"holds a '{backbone}' encoder.*no torchvision counterpart"):
+        load_backbone(p3, model=torchvision.models.resnet18(weights=None))

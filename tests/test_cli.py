@@ -89,3 +89,25 @@ def test_import_from_a_plain_script(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "(2, 1, 32, 32) (2, 512)" in r.stdout
     assert "ipywidgets" not in r.stderr
+
+
+@pytest.mark.parametrize("method,backbone,stem", [("ld", "vgg_ld", "stages.0.0.weight"), ("ace", "vit_nano", "patch_embed.weight")])
+def test_export_info_evaluate_ld_and_ace_runs(tmp_path, method, backbone, stem):
+    "export-backbone (1 → 3 channels), info and evaluate work on LD's VGG and ACE's ViT checkpoints."
+    from dira_nb.methods.core import create_method
+    run = tmp_path / "run"; run.mkdir()
+    create_method(method, backbone=backbone, image_size=32).save_checkpoint(run / "final.pt")
+    r = _run([_cli(), "export-backbone", str(run / "final.pt"), str(tmp_path / "bb3.pt"), "--in-chans", "3"], REPO)
+    assert r.returncode == 0, r.stderr
+    bb = torch.load(tmp_path / "bb3.pt", weights_only=True)
+    assert bb["meta"]["backbone"] == backbone and bb["meta"]["in_chans"] == 3 and bb["state_dict"][stem].shape[1] == 3
+    r = _run([_cli(), "info", str(run / "final.pt")], REPO)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(r.stdout)
+    assert meta["method"] == method and meta["backbone"] == backbone
+    r = _run([_cli(), "evaluate", str(run), "--tiny", "--datasets", "samples", "--image-size", "32", "--seeds", "0",
+              "--threads", "1"], REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    m = res["samples"][0]["metrics"]
+    assert {"linear", "knn", "ft_0.1", "ft_1"} <= set(m) and all(0 <= v["auc"] <= 1 for v in m.values())

@@ -70,16 +70,17 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path, one_thread):
     cfg = BenchmarkConfig.tiny(methods=("random", "di", "dira", "ld"), out=str(tmp_path))
     res = run_benchmark(cfg, command="pytest tiny", log=None)
     d = res["datasets"]["pneumonia"]
-    assert res["complete"] and d["complete"] and d["n_units"] == 4                 # random ×2, di, dira; ld left out
-    assert set(d["units"]) == {"random", "di", "dira"} and set(d["units"]["random"]) == {"0", "1"}
+    assert res["complete"] and d["complete"] and d["n_units"] == 5                 # random ×2, di, dira, ld (LD is evaluable now)
+    assert set(d["units"]) == {"random", "di", "dira", "ld"} and set(d["units"]["random"]) == {"0", "1"}
     di, dira = d["units"]["di"]["0"]["pretrain"], d["units"]["dira"]["0"]["pretrain"]
     assert di["steps"] == dira["steps"] == 8 and [s["stage"] for s in dira["stages"]] == ["dir", "dira"]   # equal budget
-    assert any("LD and ACE" in n for n in res["notes"])
+    assert any("LD and ACE pretrain the benchmark's backbone (resnet18)" in n for n in res["notes"])
+    assert d["units"]["ld"]["0"]["pretrain"]["steps"] == 8
     for by in d["units"].values():
         for u in by.values():
             assert set(u["metrics"]) == {"linear", "knn", "ft_0.1", "ft_1"}
             assert all(0 <= m["auc"] <= 1 for m in u["metrics"].values())
-    assert {(c["a"], c["b"]) for c in d["comparisons"]} == {("di", "random"), ("dira", "di")}
+    assert {(c["a"], c["b"]) for c in d["comparisons"]} == {("di", "random"), ("dira", "di"), ("ld", "random")}
     assert all(c["lo"] <= c["diff"] <= c["hi"] for c in d["comparisons"])
     for f in ("quality.json", "quality.md", "loss_curves_pneumonia.png", "progress.log"):
         assert (tmp_path / f).exists(), f
@@ -95,11 +96,23 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path, one_thread):
     (tmp_path / "units" / "pneumonia" / "di_seed0.json").unlink()            # as if interrupted during di
     res2 = run_benchmark(cfg, command="pytest tiny", log=None)
     log = (tmp_path / "progress.log").read_text().splitlines()
-    assert sum("skipped" in l for l in log) == 3 and sum("di seed 0: pretrain" in l for l in log) == 2
+    assert sum("skipped" in l for l in log) == 4 and sum("di seed 0: pretrain" in l for l in log) == 2
     again = {p.name: json.loads(p.read_text())["finished"] for p in (tmp_path / "units" / "pneumonia").glob("*.json")}
     assert {k: v for k, v in again.items() if k != "di_seed0.json"} == {k: v for k, v in finished.items() if k != "di_seed0.json"}
-    assert res2["datasets"]["pneumonia"]["n_units"] == 4 and res2["complete"]
+    assert res2["datasets"]["pneumonia"]["n_units"] == 5 and res2["complete"]
     assert all("ETA" in l for l in log if ": pretrain" in l or ": eval" in l)
+
+
+@pytest.mark.parametrize("backbone", ["vgg_ld", "vit_nano"])
+def test_evaluate_encoder_on_ld_and_ace_encoders(backbone, one_thread):
+    "Probe, kNN, fine-tuning, Grad-CAM localization and the segmentation U-Net all run on LD's VGG and ACE's ViT."
+    from dira_nb.eval.benchmark import benchmark_data, evaluate_encoder, NOT_EVALUABLE
+    assert not set(NOT_EVALUABLE) & {"ld", "ld_cs", "ld_r", "ld_ra", "ace", "ace_r", "ace_ra"}
+    cfg = BenchmarkConfig.tiny(backbone=backbone, image_size=32, datasets=("samples",), device="cpu")
+    r = evaluate_encoder("random", benchmark_data("samples", cfg), cfg, seed=0, with_samples_extras=True)
+    assert set(r["metrics"]) == {"linear", "knn", "ft_0.1", "ft_1"} and all(0 <= m["auc"] <= 1 for m in r["metrics"].values())
+    assert r["localization"]["n"] > 0 and 0 <= r["localization"]["heatmap_auroc"] <= 1
+    assert 0 <= r["segmentation"]["dice"] <= 1 and r["segmentation"]["decoder"] == "random"
 
 
 def test_quality_script_tiny(tmp_path, pneumonia_npz):

@@ -32,17 +32,16 @@ def default_pneumonia_npz() -> Path:
     if env: return Path(env)
     return samples_dir() / "pneumoniamnist28" / "pneumoniamnist28.npz"
 
-NOT_EVALUABLE = ("ld", "ld_cs", "ld_r", "ld_ra", "ace", "ace_r", "ace_ra")
-NOT_EVALUABLE_NOTE = ("LD and ACE (ld, ld_cs, ld_r, ld_ra, ace, ace_r, ace_ra) are not evaluated: their encoders (vgg_ld, ViT) "
-                      "are not accepted by `load_encoder` yet, so they cannot be probed or fine-tuned.")
+NOT_EVALUABLE: tuple = ()     # methods the benchmark cannot probe or fine-tune (none: every encoder follows the `Encoder` protocol)
+NOT_EVALUABLE_NOTE = "Methods listed in NOT_EVALUABLE cannot be probed or fine-tuned, so they are skipped."
 
 @dataclass
 class BenchmarkConfig:
     "The whole benchmark budget; saved with the results."
-    methods: tuple = ("random", "di", "dir", "dira", "dira_barlow", "dira_simsiam")  # 'random' = no pretraining
+    methods: tuple = ("random", "di", "dir", "dira", "dira_barlow", "dira_simsiam")  # 'random' = no pretraining; LD/ACE ('ld', 'ace', ...) can be added
     datasets: tuple = ("pneumonia",)              # 'pneumonia' (PneumoniaMNIST .npz) and/or 'samples' (phantoms)
     pneumonia_npz: str | None = None              # None: `default_pneumonia_npz()`
-    backbone: str = "resnet18"
+    backbone: str = "resnet18"                    # the encoder every method pretrains (and 'random' uses): any `list_encoders()` name
     image_size: int = 28                          # load and crop size (28: PneumoniaMNIST's native size)
     batch_size: int = 64                          # pretraining batch size (all stages)
     pretrain_steps: int = 292                     # pretraining steps per method, rounded to whole epochs (4 × 73 at batch 64)
@@ -63,7 +62,7 @@ class BenchmarkConfig:
     patience: int = 5                             # stop fine-tuning after this many validations without a better val AUC
     n_boot: int = 2000                            # bootstrap resamples of the paired CIs
     localization: bool = True                     # 'samples' only: Grad-CAM vs lesion masks (needs eval.localization)
-    cam_layer: str = "layer3"                     # encoder stage for Grad-CAM
+    cam_layer: str = "layer3"                     # ResNet stage for Grad-CAM (other encoders: the map before the deepest)
     segmentation_steps: int = 60                  # 'samples' only: lung-mask U-Net fine-tuning steps (0: skip)
     out: str = "bench/results/quality"            # results folder (units/, runs/, progress.log, quality.*)
     device: str = "auto"
@@ -164,7 +163,9 @@ def _localization(source, data: dict, cfg: BenchmarkConfig, seed: int) -> dict |
                         lr=cfg.finetune_lr, seed=seed, device=cfg.device)
     clf.cpu().eval()
     lesions = load_sample_lesions("valid", size=cfg.image_size, gt="mask")
-    res = localization_scores(clf, lesions, target=0, region="mask", layer=getattr(clf.encoder.body, cfg.cam_layer))
+    body = getattr(clf.encoder, "body", None)
+    layer = getattr(body, cfg.cam_layer) if hasattr(body, cfg.cam_layer) else clf.encoder.feature_modules()[-2]
+    res = localization_scores(clf, lesions, target=0, region="mask", layer=layer)
     s = res["summary"]
     return dict(pointing_game=s["pointing_game"], heatmap_auroc=s["heatmap_auroc"], mean_iou=s["mean_iou"], n=s["n"],
                 n_flat=s.get("n_flat", res.get("n_flat")))
@@ -308,7 +309,7 @@ def _eta(todo: list, done: dict) -> float | None:
     return float(sum(guess(m) for m, _ in todo))
 
 # %% ../../nbs/56_eval.benchmark.ipynb #614940f6
-COMPARISONS = (("di", "random"), ("dir", "di"), ("dira", "dir"), ("dira", "di"))
+COMPARISONS = (("di", "random"), ("dir", "di"), ("dira", "dir"), ("dira", "di"), ("ld", "random"), ("ace", "random"))
 
 def metric_names(cfg: BenchmarkConfig) -> dict:
     "Metric key → column title."
@@ -427,8 +428,11 @@ def run_benchmark(config: BenchmarkConfig | None = None, # the budget (default: 
     out.mkdir(parents=True, exist_ok=True)
     say = _Progress(out / "progress.log", log)
     methods = [m for m in cfg.methods if m not in NOT_EVALUABLE]
-    notes = [NOT_EVALUABLE_NOTE] + ([f"Skipped as requested but not evaluable: {', '.join(m for m in cfg.methods if m in NOT_EVALUABLE)}."]
-                                    if len(methods) < len(cfg.methods) else [])
+    skipped = [m for m in cfg.methods if m in NOT_EVALUABLE]
+    notes = [NOT_EVALUABLE_NOTE, f"Skipped as requested but not evaluable: {', '.join(skipped)}."] if skipped else []
+    if any(m.startswith(("ld", "ace")) for m in methods):
+        notes.append(f"LD and ACE pretrain the benchmark's backbone ({cfg.backbone}) like every method, not necessarily their "
+                     "original encoders (vgg_ld, ViT); set --backbone to compare on those.")
     plan = [(ds, m, s) for ds in cfg.datasets for m, s in benchmark_units(methods, cfg.seeds, cfg.random_seeds)]
     fp = unit_fingerprint(cfg)
     res = dict(config=asdict(cfg), command=command or " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
