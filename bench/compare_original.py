@@ -62,7 +62,7 @@ def compare(a) -> dict:
         rounds.append(dict(order=list(order), original=got["original"]["images_per_s"], ours=got["ours"]["images_per_s"],
                            original_step_s=got["original"].get("step_s"), ours_step_s=got["ours"].get("step_times_s")))
     tmp.unlink(missing_ok=True)
-    o, s = statistics.median(r["original"] for r in rounds), statistics.median(r["ours"] for r in rounds)
+    o, s = (round(statistics.median(r[k] for r in rounds), 3) for k in ("original", "ours"))
     from dira_nb.eval.benchmark import hardware_info
     return dict(command=" ".join(["python bench/compare_original.py", *a.argv]), stub=a.stub, mode=a.mode, backbone=a.backbone,
                 size=a.size, batch=a.batch, threads=a.threads, precision="fp32", steps=a.steps, warmup=a.warmup,

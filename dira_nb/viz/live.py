@@ -74,6 +74,12 @@ class BackgroundTraining:
         self.state = "training"; self._show(); self.thread.start()
         return self
 
+    def run_here(self) -> "BackgroundTraining":
+        "Run the fit in the calling thread instead (blocking): scripts and automatic tests, same buttons and result."
+        if self.thread.is_alive() or self.state != "ready": raise RuntimeError("BackgroundTraining: already started")
+        self.state = "training"; self._show(); self._run()
+        return self
+
     def _run(self):
         try: self.learn.fit(self.n_epoch, cbs=[self.control, *self.cbs])
         except BaseException as e:
@@ -104,7 +110,7 @@ class BackgroundTraining:
         if wait: self.wait()
     def wait(self, timeout: float | None = None) -> bool:
         "Block until training ends (or `timeout` seconds); True when it has ended."
-        self.thread.join(timeout)
+        if self.thread.is_alive() or self.thread.ident is not None: self.thread.join(timeout)
         return not self.thread.is_alive()
     @property
     def running(self) -> bool: return self.thread.is_alive()
