@@ -61,7 +61,7 @@ def compare(a) -> dict:
             print(f"round {i + 1}/{a.rounds} {who}: {got[who]['images_per_s']} img/s", flush=True)
         rounds.append(dict(order=list(order), original=got["original"]["images_per_s"], ours=got["ours"]["images_per_s"],
                            original_step_s=got["original"].get("step_s"), ours_step_s=got["ours"].get("step_times_s")))
-    tmp.unlink(missing_ok=True)
+    tmp.unlink(missing_ok=True); tmp.with_suffix(".md").unlink(missing_ok=True)
     o, s = (round(statistics.median(r[k] for r in rounds), 3) for k in ("original", "ours"))
     from dira_nb.eval.benchmark import hardware_info
     return dict(command=" ".join(["python bench/compare_original.py", *a.argv]), stub=a.stub, mode=a.mode, backbone=a.backbone,
