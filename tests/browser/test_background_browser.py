@@ -1,0 +1,92 @@
+"""Real-browser test of training in the background (issue 14): the cell returns, training goes on, the dashboard keeps
+refreshing, and its buttons and controls act *during* training — pause, a new attribution method, resume, stop & save.
+
+Run alone with `pytest -m browser tests/browser/test_background_browser.py -s` (same needs as the dashboard test).
+"""
+from __future__ import annotations
+import re, tempfile, time
+from pathlib import Path
+import nbformat
+import pytest
+from lab_harness import chromium_page, jupyter_lab, require_browser, run_all_cells
+from test_dashboard_browser import ARTIFACTS, BAD_TEXT, SNAPSHOT_JS, _errors_in_outputs
+
+REPO = Path(__file__).resolve().parents[2]
+CELLS = [
+    f"""import torch
+from dira_nb.core import seed_everything, limit_threads
+from dira_nb.data.phantom import load_samples
+from dira_nb.data.views import make_dataloaders
+from dira_nb.methods.core import create_method
+from dira_nb.learner import Learner
+from dira_nb.viz.dashboard import Dashboard, DashboardCallback
+from dira_nb.viz.live import BackgroundTraining
+limit_threads(); seed_everything(0)
+train = torch.utils.data.Subset(load_samples(split="train", dir={str(REPO / 'data_samples')!r}), range(32))
+method = create_method("dira", image_size=32, moco_k=16)
+dl, _ = make_dataloaders(train, method.views(32), batch_size=8)
+learn = Learner(method, dl, None, device="cpu", quiet=True)
+dash = Dashboard(method, load_samples(split="valid", dir={str(REPO / 'data_samples')!r}), n_probe=12, n_show=2, reducer="pca")
+dash""",
+    """training = BackgroundTraining(learn, 40, dashboard=dash, checkpoint="stopped.pt",
+                              cbs=[DashboardCallback(dash, every_steps=2, every_seconds=0, slow_every=2, max_overhead=None)])
+print("cell returned while training runs")""",
+]
+
+
+def _status(page) -> dict:
+    return page.evaluate("""() => { const s = document.querySelector('.dira-dashboard .dira-status');
+        return s ? {state: s.dataset.state, step: +s.dataset.step, text: s.innerText} : null; }""")
+
+
+@pytest.mark.browser
+def test_background_training_keeps_the_dashboard_live_and_controllable():
+    exe = require_browser()
+    ARTIFACTS.mkdir(exist_ok=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS],
+                                  metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = Path(tempfile.mkdtemp()) / "background.ipynb"
+    nbformat.write(nb, path)
+    env = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    with jupyter_lab([path], env=env) as (base, root, log_path), chromium_page(exe) as page:
+        page.goto(f"{base}/lab/tree/{path.name}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        try: page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+        except Exception: time.sleep(3)
+        run_all_cells(page)
+        page.locator(".jp-OutputArea-output", has_text="cell returned while training runs").wait_for(timeout=120_000)
+        # the kernel is idle now (the cell returned) while training goes on: panels keep changing
+        seen, t0 = set(), time.time()
+        while len(seen) < 3:
+            snap = page.evaluate(SNAPSHOT_JS)[0]
+            if snap["state"] == "training": seen.add((snap["panels"]["recon"]["updates"], snap["panels"]["recon"]["hash"]))
+            assert time.time() - t0 < 240, f"the dashboard did not refresh during background training: {seen}\n{_errors_in_outputs(page)}"
+            time.sleep(0.2)
+        # pause training with the dashboard's button
+        page.locator(".dira-dashboard button", has_text="pause training").click()
+        page.wait_for_function("() => document.querySelector('.dira-dashboard .dira-status').innerText.includes('training paused')",
+                               timeout=60_000)
+        time.sleep(1.0)
+        step = _status(page)["step"]
+        # a control acts while training is paused mid-run
+        head = page.locator(".dira-dashboard .dira-panel-attribution .dira-panel-head")
+        before = int(head.get_attribute("data-updates"))
+        page.locator(".dira-dashboard .widget-dropdown select").first.select_option("ig")
+        page.wait_for_function("""(before) => { const h = document.querySelector('.dira-dashboard .dira-panel-attribution .dira-panel-head');
+                                     return h && +h.dataset.updates > before && h.innerText.includes('ig ·'); }""", arg=before, timeout=120_000)
+        time.sleep(1.0)
+        assert _status(page)["step"] == step, "training went on while paused"
+        page.screenshot(path=str(ARTIFACTS / "background_paused.png"))
+        # resume, let it train a little, then stop & save
+        page.locator(".dira-dashboard button", has_text="pause training").click()
+        page.wait_for_function(f"() => +document.querySelector('.dira-dashboard .dira-status').dataset.step > {step}", timeout=120_000)
+        page.locator(".dira-dashboard button", has_text="stop & save").click()
+        page.wait_for_function("() => document.querySelector('.dira-dashboard .dira-status').innerText.includes('stopped; saved')",
+                               timeout=120_000)
+        text = page.locator(".jp-Notebook").inner_text()
+        for bad in BAD_TEXT: assert bad not in text, f"the notebook shows {bad!r}"
+        assert not _errors_in_outputs(page), _errors_in_outputs(page)
+        assert (root / "stopped.pt").exists(), "stop & save wrote no checkpoint"
+        page.locator(".dira-dashboard").first.screenshot(path=str(ARTIFACTS / "background_dashboard.png"))
+        print(f"\nbackground browser test: {len(seen)} recon states while training; paused at step {step}; "
+              f"screenshots in {ARTIFACTS}")
