@@ -293,7 +293,8 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
     if ck is not None:
         if "training_state" not in ck: raise CheckpointError(f"{ck_path}: holds no training state; it cannot be resumed")
         cfg = _config_for_resume(ck["meta"], config, kwargs, ck_path)
-        out = Path(cfg.out)
+        out = ck_path.parent                      # the folder you named, never the path stored inside the checkpoint
+        cfg = PretrainConfig(**{**asdict(cfg), "out": str(out)})
     else:
         cfg = config or PretrainConfig()
         if kwargs: cfg = PretrainConfig(**{**asdict(cfg), **kwargs})

@@ -122,3 +122,18 @@ def test_resume_true_on_empty_folder_starts_fresh_and_cleans_temp_files(referenc
     res = pretrain(PretrainConfig(out=str(out), checkpoint_every=1, **CFG), resume=True, quiet=True)
     assert not (out / ".resume.pt.abc.tmp").exists()
     assert same_params(reference["method"], res["method"]) == []
+
+
+def test_resume_writes_into_the_named_folder_not_the_stored_path(reference, tmp_path):
+    "Issue 16: resuming a moved or copied run folder continues *that* folder; the original run is never touched."
+    a = tmp_path / "A"
+    with pytest.raises(Crash): pretrain(PretrainConfig(out=str(a), checkpoint_every=1, **CFG), cbs=[crash_at(3)], quiet=True)
+    b = tmp_path / "B_copy"
+    shutil.copytree(a, b)
+    before = {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    res = pretrain(resume=b, quiet=True)
+    after = {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    assert after == before, "resuming the copy rewrote the original run folder"
+    assert (b / "final.pt").exists() and not (a / "final.pt").exists()
+    assert res["final"] == b / "final.pt"
+    assert not same_params(res["method"], reference["method"])        # the copy finished exactly like the reference
