@@ -302,6 +302,10 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         if (out / RESUME_FILE).exists():
             raise FileExistsError(f"{out} already holds a run ({out / RESUME_FILE}); pass resume=True to continue it, "
                                   "or choose another `out` (or delete the folder) to start over")
+        held = [n for n in ("final.pt", "summary.json", "config.yaml", "backbone.safetensors") if (out / n).exists()]
+        if held:   # a finished run (or one whose resume.pt was deleted): never overwrite it
+            raise FileExistsError(f"{out} already holds run files ({', '.join(held)}) and no {RESUME_FILE} to continue; "
+                                  "choose another `out` (or delete the folder) to start over")
     dist_info = init_distributed(device=cfg.device)      # torchrun: join the process group; one process: no-op
     main = dist_info.is_main
     if main:

@@ -137,3 +137,14 @@ def test_resume_writes_into_the_named_folder_not_the_stored_path(reference, tmp_
     assert (b / "final.pt").exists() and not (a / "final.pt").exists()
     assert res["final"] == b / "final.pt"
     assert not same_params(res["method"], reference["method"])        # the copy finished exactly like the reference
+
+
+def test_a_finished_run_is_never_overwritten_even_without_resume_pt(reference, tmp_path):
+    "Issue 16: deleting resume.pt must not let the next run on that folder silently replace a finished run."
+    out = tmp_path / "done"
+    shutil.copytree(reference["final"].parent, out)
+    (out / "resume.pt").unlink()
+    before = (out / "final.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds run files .*final.pt"):
+        pretrain(PretrainConfig(out=str(out), **CFG), quiet=True)
+    assert (out / "final.pt").read_bytes() == before
