@@ -35,9 +35,9 @@ def test_controls_act_during_background_training_and_the_weights_do_not_change()
     bg = BackgroundTraining(learn, 2, dashboard=dash, cbs=[DashboardCallback(dash, every_steps=3, every_seconds=0, max_overhead=None)])
     _until(lambda: learn.train_iter >= 4)
     bg.pause_button.value = True                                   # the button, as a teacher clicks it
-    _until(lambda: bg.control.paused_at is not None)
+    _until(lambda: "training paused at step" in dash.status.value)   # said only once the training thread waits
     step, n = learn.train_iter, dash.panels["attribution"].count
-    assert bg.running and "training paused" in dash.status.value
+    assert bg.running and bg.control.paused_at == step and f"paused at step {step}" in dash.status.value
     dash.attribution.value = "occlusion"                           # acts now, while training is paused mid-run
     assert dash.panels["attribution"].count == n + 1 and "occlusion" in dash.panels["attribution"].note
     dash.probe_select.value = (3,)

@@ -25,6 +25,7 @@ class TrainingControl(Callback):
         self._run, self._stop, self._held = threading.Event(), threading.Event(), 0
         self._run.set()
         self.paused_at = None                                 # the step the training thread waits at (None: not waiting)
+        self.on_wait = None                                   # called with that step once the training thread waits
 
     def pause(self): self._run.clear()
     def resume(self): self._run.set()
@@ -42,6 +43,7 @@ class TrainingControl(Callback):
     def before_batch(self):
         if not self._run.is_set():
             self.paused_at = self.learn.train_iter
+            if self.on_wait is not None: self.on_wait(self.paused_at)
             while not self._run.wait(self.poll): pass
             self.paused_at = None
         if self._stop.is_set(): raise CancelFitException()
@@ -64,6 +66,7 @@ class BackgroundTraining:
         self.learn, self.n_epoch, self.dashboard, self.cbs = learn, int(n_epoch), dashboard, list(cbs or [])
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.control = TrainingControl(lock=getattr(dashboard, "lock", None))
+        self.control.on_wait = lambda step: self._show()      # the status says "paused at step N" only once it is true
         self.state, self.error, self.error_trace, self.saved = "ready", None, None, None
         self.thread = threading.Thread(target=self._run, name="dira-nb-training", daemon=True)
         if dashboard is not None: self._buttons(dashboard)
@@ -126,7 +129,9 @@ class BackgroundTraining:
     def _show(self):
         d = self.dashboard
         if d is None: return
-        extra = {"paused": "training paused: controls act at once", "stopped": f"stopped; saved {self.saved}" if self.saved else "stopped",
+        at = self.control.paused_at
+        paused = f"training paused at step {at}: controls act at once" if at is not None else "pausing after the current step"
+        extra = {"paused": paused, "stopped": f"stopped; saved {self.saved}" if self.saved else "stopped",
                  "failed": f"training failed: {type(self.error).__name__}: {self.error}"}.get(self.state, "")
         state = {"training": "training", "paused": "training", "done": "done", "stopped": "done", "failed": "failed"}.get(self.state)
         d.set_status(state, extra=extra or " ")

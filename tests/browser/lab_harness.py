@@ -139,3 +139,14 @@ def run_all_cells(page, attempts: int = 3, # the kernel websocket connects only 
             if _started(page): return f"{how} (attempt {i + 1})"
             time.sleep(0.5)
     raise RuntimeError(f"Run All Cells did not start any cell after {attempts} attempts")
+
+
+def open_and_run_all(page, base: str, # the server's base URL, from `jupyter_lab`
+                     name: str, # the notebook's file name in the server root
+                    ) -> str:
+    "Open a notebook in JupyterLab, wait until its kernel is idle, and run every cell; returns how they were started."
+    page.goto(f"{base}/lab/tree/{name}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    try: page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+    except Exception: time.sleep(3)                      # older indicator markup: give the kernel a moment
+    return run_all_cells(page)

@@ -8,7 +8,7 @@ import re, tempfile, time
 from pathlib import Path
 import nbformat
 import pytest
-from lab_harness import chromium_page, jupyter_lab, require_browser, run_all_cells
+from lab_harness import chromium_page, jupyter_lab, open_and_run_all, require_browser
 from test_dashboard_browser import ARTIFACTS, BAD_TEXT, SNAPSHOT_JS, _errors_in_outputs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,11 +49,7 @@ def test_background_training_keeps_the_dashboard_live_and_controllable():
     nbformat.write(nb, path)
     env = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     with jupyter_lab([path], env=env) as (base, root, log_path), chromium_page(exe) as page:
-        page.goto(f"{base}/lab/tree/{path.name}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        try: page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-        except Exception: time.sleep(3)
-        run_all_cells(page)
+        open_and_run_all(page, base, path.name)
         page.locator(".jp-OutputArea-output", has_text="cell returned while training runs").wait_for(timeout=120_000)
         # the kernel is idle now (the cell returned) while training goes on: panels keep changing
         seen, t0 = set(), time.time()
@@ -64,10 +60,9 @@ def test_background_training_keeps_the_dashboard_live_and_controllable():
             time.sleep(0.2)
         # pause training with the dashboard's button
         page.locator(".dira-dashboard button", has_text="pause training").click()
-        page.wait_for_function("() => document.querySelector('.dira-dashboard .dira-status').innerText.includes('training paused')",
-                               timeout=60_000)
-        time.sleep(1.0)
-        step = _status(page)["step"]
+        page.wait_for_function("() => document.querySelector('.dira-dashboard .dira-status').innerText.includes('training paused at step')",
+                               timeout=60_000)                # shown only once the training thread waits
+        step = int(re.search(r"paused at step (\d+)", _status(page)["text"]).group(1))
         # a control acts while training is paused mid-run
         head = page.locator(".dira-dashboard .dira-panel-attribution .dira-panel-head")
         before = int(head.get_attribute("data-updates"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re, time
 from pathlib import Path
 import pytest
-from lab_harness import chromium_page, jupyter_lab, require_browser, run_all_cells
+from lab_harness import chromium_page, jupyter_lab, open_and_run_all, require_browser
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "nbs" / "90_tutorial.dira_in_20_minutes.ipynb"
@@ -49,11 +49,7 @@ def test_tutorial_dashboard_live_in_jupyterlab():
     env = {"IN_TEST": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     with jupyter_lab([NOTEBOOK], env=env) as (base, root, log_path), chromium_page(exe) as page:
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-        page.goto(f"{base}/lab/tree/{NOTEBOOK.name}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        try: page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-        except Exception: time.sleep(3)                      # older indicator markup: give the kernel a moment
-        how = run_all_cells(page)
+        how = open_and_run_all(page, base, NOTEBOOK.name)
 
         # ---- watch the live dashboard while the tutorial trains ---------------------------------------------------------
         seen = {"recon": set(), "embedding": set()}

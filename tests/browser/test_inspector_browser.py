@@ -7,7 +7,7 @@ from __future__ import annotations
 import re, time
 from pathlib import Path
 import pytest
-from lab_harness import chromium_page, jupyter_lab, require_browser, run_all_cells
+from lab_harness import chromium_page, jupyter_lab, open_and_run_all, require_browser
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "nbs" / "54_eval.inspector.ipynb"
@@ -27,11 +27,7 @@ def test_heatmap_inspector_threshold_round_trips_in_jupyterlab():
     ARTIFACTS.mkdir(exist_ok=True)
     env = {"IN_TEST": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     with jupyter_lab([NOTEBOOK], env=env) as (base, root, log_path), chromium_page(exe) as page:
-        page.goto(f"{base}/lab/tree/{NOTEBOOK.name}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        try: page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-        except Exception: time.sleep(3)
-        run_all_cells(page)
+        open_and_run_all(page, base, NOTEBOOK.name)
         deadline = time.time() + RUN_TIMEOUT_S
         while _running(page):
             if time.time() > deadline:
