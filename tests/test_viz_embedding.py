@@ -6,7 +6,7 @@ import torch
 from dira_nb.core import seed_everything, tiny_batch
 from dira_nb.data.phantom import load_samples
 from dira_nb.methods.core import create_method
-from dira_nb.viz.embedding import (THUMBNAIL_HOVER_JS, attach_thumbnail_hover, compute_embeddings, decode_thumbnail,
+from dira_nb.viz.embedding import (THUMBNAIL_HOVER_JS, EmbeddingBasis, attach_thumbnail_hover, compute_embeddings, decode_thumbnail,
                                    embedding_figure, embedding_html, embedding_image, reduce_embeddings, thumbnail_uris)
 
 
@@ -92,3 +92,39 @@ def test_embedding_image():
     assert a.shape == (100, 100, 3) and a.dtype == np.uint8
     # the point at the maximum is drawn in the top-right (y axis points up)
     assert (a[5:30, 70:98] != 255).any() and (a[70:98, 5:30] != 255).any()
+
+
+def _clusters(seed=4, n=20, d=48):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0, 1, (n, d)), rng.normal(5, 1, (n, d))]).astype(np.float32), rng
+
+
+@pytest.mark.parametrize("how", ["pca", pytest.param("umap", marks=pytest.mark.slow)])   # umap: ~20 s of numba compiling
+def test_basis_is_fitted_once_and_reused(how, monkeypatch):
+    f0, rng = _clusters()
+    b = EmbeddingBasis(how)
+    xy0 = b(f0, step=0)
+    model = b.model
+    if how == "umap":                                           # a second fit would be a new UMAP: count calls
+        calls = []
+        monkeypatch.setattr(type(model), "fit", lambda self, *a, **k: calls.append(1) or self)
+    xy0b = b(f0, step=5)                                        # a second refresh with unchanged features
+    np.testing.assert_array_equal(xy0, xy0b)                    # same input, same coordinates
+    f1 = f0 + rng.normal(0, 0.05, f0.shape).astype(np.float32)
+    xy1 = b(f1, step=9)
+    assert b.n_fits == 1 and b.fitted_step == 0 and b.model is model
+    if how == "umap": assert calls == []; monkeypatch.undo()
+    span = np.ptp(xy0, axis=0).max()
+    assert np.median(np.abs(xy1 - xy0)) < 0.1 * span            # small feature changes move points a little
+    b.refit(); b(f1, step=9)
+    assert b.n_fits == 2 and b.fitted_step == 9
+
+
+def test_basis_refuses_wrong_inputs():
+    f0, _ = _clusters(n=5, d=8)
+    b = EmbeddingBasis("pca")
+    with pytest.raises(RuntimeError, match="call fit first"): b.transform(f0)
+    with pytest.raises(ValueError, match="choose one of"): EmbeddingBasis("tsne")
+    b.fit(f0)
+    with pytest.raises(ValueError, match="fitted on 8-d"): b.transform(np.zeros((3, 9)))
+    with pytest.raises(ValueError, match="NaN"): b.transform(np.full((3, 8), np.nan))

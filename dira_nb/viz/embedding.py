@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['REDUCERS', 'THUMBNAIL_HOVER_JS', 'compute_embeddings', 'reduce_embeddings', 'thumbnail_uris', 'decode_thumbnail',
-           'embedding_figure', 'embedding_html', 'attach_thumbnail_hover', 'embedding_image']
+__all__ = ['REDUCERS', 'THUMBNAIL_HOVER_JS', 'compute_embeddings', 'reduce_embeddings', 'EmbeddingBasis', 'thumbnail_uris',
+           'decode_thumbnail', 'embedding_figure', 'embedding_html', 'attach_thumbnail_hover', 'embedding_image']
 
 # %% ../../nbs/62_viz.embedding.ipynb #c005
 def _as_image_tensor(images) -> torch.Tensor:
@@ -91,6 +91,86 @@ def reduce_embeddings(feats: np.ndarray, # `N×D` features
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")       # seeding forces one thread; that is intended
         return reducer.fit_transform(f).astype(np.float32)
+
+# %% ../../nbs/62_viz.embedding.ipynb #b002
+def _check_feats(f: np.ndarray, where: str) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float32)
+    if f.ndim != 2: raise ValueError(f"{where}: feats must be N×D, got shape {f.shape}")
+    if not np.isfinite(f).all(): raise ValueError(f"{where}: feats contain NaN or inf")
+    return f
+
+class EmbeddingBasis:
+    "A 2-D map fitted once (PCA axes, or a UMAP model on PCA-reduced features) and reused: later features are projected onto it."
+    def __init__(self, how: str = "umap", # 'umap' or 'pca'
+                 random_state: int = 0, # UMAP seed (fit and transform)
+                 n_neighbors: int = 15, # UMAP neighbourhood size (capped at N-1)
+                 min_dist: float = 0.1, # UMAP minimum distance
+                 pca_dims: int = 50, # PCA dimensions fed to UMAP (0: off)
+                 **umap_kw, # more `umap.UMAP` arguments
+                ):
+        if how not in REDUCERS: raise ValueError(f"EmbeddingBasis: how={how!r}; choose one of {REDUCERS}")
+        self.how, self.random_state, self.n_neighbors, self.min_dist = how, random_state, n_neighbors, min_dist
+        self.pca_dims, self.umap_kw = pca_dims, umap_kw
+        self.n_fits, self.fitted_step, self.model, self.mean, self.axes = 0, None, None, None, None
+
+    @property
+    def fitted(self) -> bool: return self.mean is not None
+
+    def fit(self, feats: np.ndarray, # `N×D` features the map is built on
+            step: int | None = None, # training step of these features (for the record)
+           ) -> "EmbeddingBasis":
+        "Build the map on `feats` (PCA mean and axes; for UMAP also the fitted model)."
+        f = _check_feats(feats, "EmbeddingBasis.fit")
+        if len(f) < 3: raise ValueError(f"EmbeddingBasis.fit: need at least 3 points, got {len(f)}")
+        how = self.how
+        if how == "umap" and len(f) < 8:
+            warnings.warn(f"EmbeddingBasis: {len(f)} points are too few for UMAP; using PCA"); how = "pca"
+        k = 2 if how == "pca" else (min(self.pca_dims, f.shape[1]) if self.pca_dims else f.shape[1])
+        mean = f.mean(0, keepdims=True)
+        _, _, vt = np.linalg.svd(f - mean, full_matrices=False)
+        vt = vt[:k]
+        sign = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)]); sign[sign == 0] = 1
+        self.mean, self.axes, self.model = mean, (vt * sign[:, None]).astype(np.float32), None
+        if how == "umap":
+            import umap
+            z = self._project(f)
+            self.model = umap.UMAP(n_components=2, n_neighbors=min(self.n_neighbors, len(f) - 1), min_dist=self.min_dist,
+                                   random_state=self.random_state, transform_seed=self.random_state, **self.umap_kw)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+                self.model.fit(z)
+        self.n_fits, self.fitted_step, self.dim = self.n_fits + 1, step, f.shape[1]
+        return self
+
+    def _project(self, f: np.ndarray) -> np.ndarray: return ((f - self.mean) @ self.axes.T).astype(np.float32)
+
+    def transform(self, feats: np.ndarray, # `N×D` features with the fitted `D`
+                 ) -> np.ndarray:
+        "`N×2` coordinates of `feats` on the fitted map (the map itself is not changed)."
+        if not self.fitted: raise RuntimeError("EmbeddingBasis.transform: call fit first (or use the basis as a function)")
+        f = _check_feats(feats, "EmbeddingBasis.transform")
+        if f.shape[1] != self.dim: raise ValueError(f"EmbeddingBasis.transform: features are {f.shape[1]}-d, the map was fitted on {self.dim}-d")
+        z = self._project(f)
+        if self.model is None:
+            return np.pad(z, ((0, 0), (0, 2 - z.shape[1]))) if z.shape[1] < 2 else z[:, :2]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+            return self.model.transform(z).astype(np.float32)
+
+    def __call__(self, feats: np.ndarray, # `N×D` features
+                 step: int | None = None, # training step (recorded when this call fits the map)
+                ) -> np.ndarray:
+        "Fit on the first call, then only project: `N×2` coordinates."
+        if not self.fitted: self.fit(feats, step)
+        return self.transform(feats)
+
+    def refit(self) -> None:
+        "Forget the map: the next call fits a new one."
+        self.mean = self.axes = self.model = None
+
+    def __repr__(self):
+        state = f"fitted at step {self.fitted_step}" if self.fitted else "not fitted"
+        return f"EmbeddingBasis({self.how!r}, {state}, {self.n_fits} fit(s))"
 
 # %% ../../nbs/62_viz.embedding.ipynb #c014
 THUMBNAIL_HOVER_JS = """
