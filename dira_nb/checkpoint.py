@@ -15,9 +15,9 @@ from .tvcompat import torchvision
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'BACKBONE_FORMAT', 'TMP_SUFFIX', 'SAFETENSORS_EXTS', 'package_versions', 'CheckpointError',
-           'atomic_write', 'remove_stale_temp_files', 'safe_torch_load', 'save_checkpoint', 'load_checkpoint',
-           'rng_state', 'set_rng_state', 'export_backbone', 'LoadReport', 'read_safetensors', 'load_backbone',
-           'convert_original_checkpoint']
+           'DiskFullError', 'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'remove_stale_temp_files',
+           'safe_torch_load', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state', 'export_backbone',
+           'LoadReport', 'read_safetensors', 'load_backbone', 'convert_original_checkpoint']
 
 # %% ../nbs/34_checkpoint.ipynb #c005
 CHECKPOINT_FORMAT = 1
@@ -44,7 +44,10 @@ def _plain(obj):
 class CheckpointError(RuntimeError):
     "A checkpoint file is missing, unreadable, unsafe, or not a `dira_nb` checkpoint; the message names the file."
 
-TMP_SUFFIX = ".tmp"
+class DiskFullError(OSError):
+    "A file could not be written because the disk (or the user's quota) is full; the message names the file and the free space."
+
+TMP_SUFFIX = ".dira_nb.tmp"                               # only files with this ending are ever cleaned up
 
 def _fsync_dir(folder: Path) -> None:
     "Make a rename in `folder` durable (best effort: not every OS/file system lets us open a folder)."
@@ -54,11 +57,31 @@ def _fsync_dir(folder: Path) -> None:
         finally: os.close(fd)
     except OSError: pass
 
+def _free_text(folder: Path) -> str:
+    "Free space of the file system holding `folder`, for messages."
+    import shutil
+    try: free = shutil.disk_usage(folder).free
+    except OSError: return "free space unknown"
+    return f"{free / 2**20:.0f} MiB free" if free < 2**30 else f"{free / 2**30:.1f} GiB free"
+
+def _write_error(e: BaseException, path: Path) -> BaseException | None:
+    "A plain `DiskFullError` for 'no space left' errors (OSError ENOSPC/EDQUOT, or torch's 'enforce fail at inline_container'); else None."
+    import errno
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+    torch_write = isinstance(e, RuntimeError) and ("inline_container" in str(e) or "PytorchStreamWriter failed" in str(e))
+    if not (full or torch_write): return None
+    why = "no space left on device" if full else f"torch could not write the data ({str(e).splitlines()[0][:120]})"
+    return DiskFullError(errno.ENOSPC, f"{path}: could not be written, disk full? {why}; {_free_text(path.parent)} in "
+                                       f"{path.parent}. Free some space (or choose another folder) and try again; the "
+                                       "previous version of the file, if any, is intact.")
+
 def atomic_write(path: str | Path, # the final file
                  write_fn, # function(file object) writing the content
                 ) -> Path:
     "Write a file atomically: temporary file beside `path`, flush + fsync, then `os.replace` (never a truncated `path`)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    if path.is_dir(): raise IsADirectoryError(f"{path}: is a folder; give a file name inside it (e.g. {path / 'backbone.safetensors'})")
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         umask = os.umask(0); os.umask(umask)
@@ -71,22 +94,39 @@ def atomic_write(path: str | Path, # the final file
         if pause > 0 and os.environ.get("DIRA_NB_CKPT_PAUSE_ON", path.name) == path.name:                                    # test hook: kill me between the write and the rename
             Path(tmp + ".paused").touch(); time.sleep(pause); Path(tmp + ".paused").unlink(missing_ok=True)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp): os.remove(tmp)
+        plain = _write_error(e, path)
+        if plain is not None: raise plain from e
         raise
     _fsync_dir(path.parent)
     return path
+
+def atomic_write_bytes(path: str | Path, # the final file
+                       data: bytes, # its complete content
+                      ) -> Path:
+    "`atomic_write` of a bytes object."
+    return atomic_write(path, lambda f: f.write(data))
+
+def atomic_write_text(path: str | Path, # the final file
+                      text: str, # its complete content
+                      encoding: str = "utf-8",
+                     ) -> Path:
+    "`atomic_write` of a string."
+    return atomic_write(path, lambda f: f.write(text.encode(encoding)))
 
 def _atomic_save(obj, path: Path) -> Path:
     "Write `obj` with `torch.save` atomically to `path`."
     return atomic_write(path, lambda f: torch.save(obj, f))
 
-def remove_stale_temp_files(folder: str | Path, # a run folder (searched recursively)
+def remove_stale_temp_files(folder: str | Path, # a run folder (itself and its stage sub-folders are searched)
                            ) -> list[Path]:
-    "Delete temporary files left by writes that were interrupted; returns what was removed."
+    "Delete the temporary files that `atomic_write` left when interrupted (only names ending in `TMP_SUFFIX`, never other `*.tmp` files); returns what was removed."
     folder = Path(folder)
     if not folder.is_dir(): return []
-    stale = [p for p in folder.rglob(f".*{TMP_SUFFIX}*") if p.is_file() and (p.name.endswith(TMP_SUFFIX) or p.name.endswith(".paused"))]
+    ours = lambda p: p.name.startswith(".") and (p.name.endswith(TMP_SUFFIX) or p.name.endswith(TMP_SUFFIX + ".paused"))
+    stale = [p for d in [folder, *(s for s in folder.iterdir() if s.is_dir() and not s.is_symlink())]
+             for p in d.iterdir() if p.is_file() and ours(p)]
     for p in stale: p.unlink(missing_ok=True)
     return stale
 
@@ -195,6 +235,11 @@ def _adapt_stem(state: dict, in_chans: int, key: str = "conv1.weight") -> dict:
 
 SAFETENSORS_EXTS = (".safetensors", ".st")
 
+def _same_file(a: Path, b: Path) -> bool:
+    "True when paths `a` and `b` name the same existing file (symlinks and relative paths resolved)."
+    try: return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+    except OSError: return False
+
 def _save_safetensors(state: dict, meta: dict, path: Path) -> Path:
     "Write a tensor dict with `meta` (JSON under `dira_nb_meta`, plus a few flat keys) as safetensors, atomically."
     from safetensors.torch import save as st_save
@@ -211,14 +256,25 @@ def export_backbone(checkpoint: str | Path | dict, # a checkpoint path or a load
                     in_chans: int | None = None, # channels of the exported stem (None keeps the pretrained ones)
                    ) -> Path:
     "Write only the encoder (clean torchvision keys for ResNets; LD's VGG and ACE's ViT under their own module keys) and its meta to `out_path` (safetensors unless it ends in .pt/.pth)."
+    out_path = Path(out_path)
+    src = "checkpoint" if isinstance(checkpoint, dict) else Path(checkpoint)
+    if in_chans is not None and (isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1):
+        raise ValueError(f"invalid in_chans={in_chans!r} for the export of {src}: must be an integer ≥ 1 (1 grey, 3 RGB)")
+    if not isinstance(checkpoint, dict) and _same_file(src, out_path):
+        raise FileExistsError(f"{out_path}: is the checkpoint being exported; refusing to write the backbone over its "
+                              "own input. Choose another output file (e.g. backbone.safetensors)")
     ck = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     state = dict(ck["backbone_state"])
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{src}: {len(bad)} of {len(state)} backbone tensors hold NaN or infinite values ({', '.join(bad[:4])}"
+                              f"{', ...' if len(bad) > 4 else ''}); nothing was exported to {out_path}. Resume from an earlier "
+                              "checkpoint (e.g. with a lower learning rate) instead of exporting these weights")
     meta = _plain(dict(ck["meta"])); meta["format"] = BACKBONE_FORMAT; meta["pretrained_in_chans"] = meta["in_chans"]
     meta.pop("history", None)                                   # per-epoch logs belong to the run folder, not the weights
     if in_chans is not None:
         state = _adapt_stem(state, in_chans, _stem_key(state, meta, checkpoint if not isinstance(checkpoint, dict) else "checkpoint"))
         meta["in_chans"] = in_chans
-    out_path = Path(out_path)
     if out_path.suffix.lower() in (".pt", ".pth", ".bin"): return _atomic_save(dict(state_dict=state, meta=meta), out_path)
     return _save_safetensors(state, meta, out_path)
 

@@ -26,7 +26,7 @@ from .callback.guards import DiscriminatorMonitor
 from .viz.recon import ReconstructionSnapshots
 from .callback.perf import MixedPrecision, ChannelsLast, Compile, autocast_supported
 from .distributed import init_distributed, DistributedCallback, ShardedSampler
-from .checkpoint import export_backbone, load_checkpoint, atomic_write, remove_stale_temp_files, CheckpointError
+from .checkpoint import export_backbone, load_checkpoint, atomic_write, atomic_write_text, remove_stale_temp_files, CheckpointError
 
 # %% auto #0
 __all__ = ['RESUME_FILE', 'RESUME_MUTABLE', 'open_pretraining_data', 'PretrainConfig', 'pretrain']
@@ -394,6 +394,6 @@ def _stop_on_nonfinite(e: NonFiniteLossError, learn, out: Path, sdir: Path, summ
                              f"failure is in {bad}.", terms=e.terms, step=e.step, epoch=e.epoch) from e
 
 def _write_yaml(d: dict, path: Path) -> None:
-    "Write a flat config dict as YAML."
+    "Write a flat config dict as YAML, atomically."
     import yaml
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(d, sort_keys=False))

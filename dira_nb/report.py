@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from .core import seed_everything, limit_threads
-from .viz.recon import recon_rows, recon_grid, save_png
+from .checkpoint import atomic_write_bytes, atomic_write_text
+from .viz.recon import recon_rows, recon_grid
 from .viz.realism import (patch_realism, realism_summary, realism_history_figure, patch_realism_image,
                                  loss_curves_figure, curves_image)
 from .viz.embedding import (compute_embeddings, reduce_embeddings, embedding_figure, embedding_image,
@@ -78,8 +79,12 @@ def probe_set(config: dict, # the run's config (from `config.yaml`)
 def png_data_uri(img: np.ndarray, # uint8 H×W or H×W×3
                 ) -> str:
     "A `data:image/png;base64,...` URI of an array."
+    return "data:image/png;base64," + base64.b64encode(_png_bytes(img)).decode("ascii")
+
+def _png_bytes(img: np.ndarray) -> bytes:
+    "The PNG file of an array, in memory."
     buf = io.BytesIO(); Image.fromarray(img).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
 
 def attribution_image(images: torch.Tensor, # `B×1×H×W`
                       heatmaps: dict, # {name: `B×H×W`}
@@ -120,9 +125,11 @@ class _Page:
         self.parts.append(fig.to_html(include_plotlyjs=False, full_html=False, div_id=f"fig{self.n_figs}",
                                       post_script=THUMBNAIL_HOVER_JS if hover_js else None))
     def png(self, arr: np.ndarray, name: str, caption: str = "", width: int | None = None):
-        path = save_png(arr, self.out / name); self.pngs.append(path)
+        data = _png_bytes(arr)
+        path = atomic_write_bytes(self.out / name, data); self.pngs.append(path)   # never a half-written PNG
         w = f' width="{width}"' if width else ""
-        self.parts.append(f'<figure><img class="px" src="{png_data_uri(arr)}" alt="{html.escape(name)}"{w}>'
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        self.parts.append(f'<figure><img class="px" src="{uri}" alt="{html.escape(name)}"{w}>'
                           f'<figcaption class="note">{caption} <code>{html.escape(name)}</code></figcaption></figure>')
     def section(self, title: str, fn):
         "Run one section; an error becomes a visible message instead of aborting the whole report."
@@ -247,6 +254,4 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
            f"<h1>dira_nb run report</h1><p class='sub'>{html.escape(str(run['run_dir'].resolve()))} · method {name} · "
            f"written {time.strftime('%Y-%m-%d %H:%M')} in {time.time() - t0:.1f} s · plotly {plotly.__version__}</p>"
            + "\n".join(page.parts) + "</body></html>")
-    path = out / "index.html"
-    path.write_text(doc, encoding="utf-8")
-    return path
+    return atomic_write_text(out / "index.html", doc)           # a killed report leaves the previous page intact

@@ -78,3 +78,38 @@ def test_report_of_an_ld_run_shows_its_panels(tmp_path):
     heads = re.findall(r"<h3[^>]*>(.*?)</h3>", re.sub(r"<script.*?</script>", "", page, flags=re.S))
     assert "clusters" in heads and "landmarks" in heads, heads
     assert "failed:" not in page
+
+
+def test_a_failed_or_killed_report_leaves_the_previous_page_intact(run_dir, tmp_path, monkeypatch):
+    "Issue 16: index.html and the PNGs are written atomically; a write that fails (or a SIGKILL mid-write) keeps the old page."
+    import os, signal, subprocess, sys, time
+    out = tmp_path / "rep"
+    first = write_report(run_dir, out=out, n_probe=8, how="pca", n_show=2, n_attr=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # 1. an exception right before the rename of index.html (e.g. the disk filled up)
+    real_replace = os.replace
+    def failing_replace(src, dst):
+        if str(dst).endswith("index.html"): raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match=r"index\.html: could not be written, disk full\?"):
+        write_report(run_dir, out=out, n_probe=8, how="pca", n_show=2, n_attr=1)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert first.read_bytes() == before["index.html"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)            # no temporary file left behind
+    # 2. `dira-nb report` SIGKILLed while index.html is being written
+    env = dict(os.environ, DIRA_NB_CKPT_PAUSE="60", DIRA_NB_CKPT_PAUSE_ON="index.html")
+    p = subprocess.Popen([str(Path(sys.executable).parent / "dira-nb"), "report", str(run_dir), "--out", str(out),
+                          "--how", "pca", "--n-probe", "8"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        t0 = time.time()
+        while not list(out.glob(".index.html.*.paused")):
+            assert p.poll() is None, p.communicate()
+            assert time.time() - t0 < 300, "the report never reached the write of index.html"
+            time.sleep(0.2)
+        p.send_signal(signal.SIGKILL); p.wait(30)
+    finally:
+        if p.poll() is None: p.kill()
+    assert first.read_bytes() == before["index.html"], "the killed report truncated the previous index.html"
+    for name in before:                                                           # every PNG is complete (old or new)
+        if name.endswith(".png"): Image.open(out / name).load()

@@ -118,9 +118,11 @@ def test_resume_refuses_changed_settings_and_overwrites(reference, tmp_path):
 def test_resume_true_on_empty_folder_starts_fresh_and_cleans_temp_files(reference, tmp_path):
     out = tmp_path / "fresh"
     out.mkdir()
-    (out / ".resume.pt.abc.tmp").write_bytes(b"half a checkpoint")
+    (out / ".resume.pt.abc.dira_nb.tmp").write_bytes(b"half a checkpoint")
+    (out / ".my_notes.tmp").write_bytes(b"a user's own temporary file")        # not ours: never deleted (issue 16)
     res = pretrain(PretrainConfig(out=str(out), checkpoint_every=1, **CFG), resume=True, quiet=True)
-    assert not (out / ".resume.pt.abc.tmp").exists()
+    assert not (out / ".resume.pt.abc.dira_nb.tmp").exists()
+    assert (out / ".my_notes.tmp").read_bytes() == b"a user's own temporary file"
     assert same_params(reference["method"], res["method"]) == []
 
 
