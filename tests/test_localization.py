@@ -260,3 +260,93 @@ def test_end_to_end_with_tiny_classifier(samples_dir):
     assert res["iou"][i, 1] == localize(res["heatmaps"][i], val.gts[i], 0.5)["iou"]
     with pytest.raises(ValueError, match="report_threshold"):
         localization_scores(clf, val, thresholds=(0.3,), report_threshold=0.5)
+
+
+# ---------------------------------------------------------------- baselines: centre prior, random init, gains
+from dira_nb.eval.localization import (CentrePrior, baseline_gains, baseline_warnings, cam_layer, fit_centre_prior,
+                                       localization_baselines)
+
+
+@pytest.fixture
+def one_thread():
+    "Training tests run faster on one thread when the machine is shared (restored afterwards)."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _blob_boxes(n, size, rng, centred):
+    out = []
+    for _ in range(n):
+        if centred: cy, cx = size / 2 + rng.uniform(-1, 1, 2)
+        else:
+            while True:
+                cy, cx = rng.uniform(4, size - 4, 2)
+                if max(abs(cy - size / 2), abs(cx - size / 2)) > size / 4: break
+        out.append(GroundTruth.from_boxes([Box(cx - 3, cy - 3, cx + 3, cy + 3)], size))
+    return out
+
+
+def test_centre_prior_fit_and_map():
+    gts = [GroundTruth.from_boxes([Box(8, 4, 16, 8)], 32), GroundTruth.from_boxes([Box(16, 8, 24, 12)], 32)]
+    p = fit_centre_prior(gts)
+    assert (p.n, p.cx, p.cy, p.w, p.h) == (2, 0.5, 0.25, 0.25, 0.125)
+    hm = p.heatmap(32)
+    assert hm.shape == (32, 32) and hm.max() == 1.0 and hm.min() >= 0
+    r, c = np.unravel_index(hm.argmax(), hm.shape)
+    assert abs(r - 7.5) <= 1 and abs(c - 15.5) <= 1
+    with pytest.raises(ValueError, match="no lesion"):
+        fit_centre_prior([GroundTruth(np.zeros((8, 8), bool))])
+
+
+def test_centred_lesions_prior_scores_high_and_warns():
+    rng = np.random.default_rng(0)
+    train, test = _blob_boxes(20, 32, rng, True), _blob_boxes(10, 32, rng, True)
+    base = localization_baselines(torch.zeros(10, 1, 32, 32), test, train)
+    assert base["centre prior"]["pointing_game"] == 1.0 and base["centre prior"]["heatmap_auroc"] > 0.95
+    w = baseline_warnings(base)
+    assert len(w) == 1 and "centre prior" in w[0] and "central or large" in w[0]
+    # a model that points at the lesion gains nothing over it: the table says so
+    oracle = np.stack([g.mask.astype(np.float32) for g in test])
+    res = {"model": localization_scores(None, torch.zeros(10, 1, 32, 32), test, heatmaps=oracle), **base}
+    assert abs(baseline_gains(res)["model"]["pointing_game"]["gain"]) < 1e-9
+    tab = localization_table(res, thresholds=[0.5])
+    assert "Δ pointing" in tab and "| centre prior | 0.5 |" in tab and "+0.000" in tab
+
+
+def test_off_centre_lesions_trained_gradcam_beats_prior(one_thread):
+    from dira_nb.viz.attribution import fit_toy_classifier, planted_blob_images, toy_blob_classifier
+    torch.manual_seed(0)
+    x, y, boxes = planted_blob_images(64, 32, seed=0)
+    xt, yt, bt = planted_blob_images(32, 32, seed=1)
+    to_gt = lambda b: [GroundTruth.from_boxes([Box(*[float(v) for v in bb])], 32) for bb in b]
+    train_gts, pos = to_gt(boxes[y == 1]), yt == 1
+    test_gts = to_gt(bt[pos])
+    clf = toy_blob_classifier(); acc = fit_toy_classifier(clf, x, y, steps=120)
+    assert acc > 0.9
+    clf_random = toy_blob_classifier()                       # same architecture, untrained: the random-init row
+    res = {"model": localization_scores(clf, xt[pos], test_gts, target=1),
+           **localization_baselines(xt[pos], test_gts, train_gts, random_classifier=clf_random, target=1)}
+    prior = res["centre prior"]
+    assert prior["pointing_game"] <= 0.4, prior["pointing_game"]
+    assert baseline_warnings(res) == []
+    g = baseline_gains(res)["model"]
+    assert g["pointing_game"]["gain"] > 0.3 and g["heatmap_auroc"]["gain"] > 0.1, g
+    assert res["model"]["layer"] is not None and min(res["model"]["cam_shape"]) >= 8
+    rows = localization_table(res, thresholds=[0.5], fmt="rows")
+    assert [r["model"] for r in rows] == ["model", "centre prior", "random init"]
+    assert rows[0]["gain_pointing_game"] > 0.3 and rows[1]["gain_pointing_game"] is None
+
+
+def test_cam_layer_has_eight_cells(one_thread):
+    from dira_nb.eval.finetune import build_classifier
+    clf = build_classifier("random", 1, seed=0)
+    assert cam_layer(clf, 64) == ("encoder.body.layer2", (8, 8))
+    assert cam_layer(clf, 128) == ("encoder.body.layer3", (8, 8))
+    name, shape = cam_layer(clf, 12)                              # nothing reaches 8×8: the finest map
+    assert min(shape) < 8 and name
+
+
+def test_table_without_baselines_says_so():
+    s = localization_scores(None, torch.zeros(1, 1, 16, 16), [[Box(2, 2, 6, 6)]], heatmaps=np.zeros((1, 16, 16)))
+    assert "No baseline rows" in localization_table({"m": s})

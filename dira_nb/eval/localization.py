@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/eval.localization.html.md"""
 
 # %% ../../nbs/53_eval.localization.ipynb #c003
 from __future__ import annotations
-import csv, math, warnings
+import csv, dataclasses, math, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -15,12 +15,13 @@ from PIL import Image
 from scipy import ndimage, stats
 
 # %% auto #0
-__all__ = ['IOU_CUTOFFS', 'IOBB_CUTOFFS', 'HEAT_THRESHOLDS', 'Box', 'box_iou', 'box_iobb', 'read_box_csv', 'scale_boxes',
-           'boxes_to_mask', 'mask_to_box', 'read_mask', 'find_mask', 'GroundTruth', 'as_ground_truth',
-           'load_ground_truth', 'LesionSet', 'load_sample_lesions', 'load_lesion_set', 'normalize_heatmap',
-           'heatmap_to_region', 'predicted_region', 'region_iou', 'region_iobb', 'localize', 'pointing_game',
-           'heatmap_auroc', 'accuracy_curve', 'resolve_target', 'compute_heatmaps', 'localization_scores',
-           'localization_summary', 'localization_table', 'accuracy_curve_figure']
+__all__ = ['IOU_CUTOFFS', 'IOBB_CUTOFFS', 'HEAT_THRESHOLDS', 'BASELINES', 'GAIN_METRICS', 'Box', 'box_iou', 'box_iobb',
+           'read_box_csv', 'scale_boxes', 'boxes_to_mask', 'mask_to_box', 'read_mask', 'find_mask', 'GroundTruth',
+           'as_ground_truth', 'load_ground_truth', 'LesionSet', 'load_sample_lesions', 'load_lesion_set',
+           'normalize_heatmap', 'heatmap_to_region', 'predicted_region', 'region_iou', 'region_iobb', 'localize',
+           'pointing_game', 'heatmap_auroc', 'accuracy_curve', 'cam_layer', 'resolve_target', 'compute_heatmaps',
+           'localization_scores', 'localization_summary', 'localization_table', 'accuracy_curve_figure', 'CentrePrior',
+           'fit_centre_prior', 'localization_baselines', 'baseline_gains', 'baseline_warnings']
 
 # %% ../../nbs/53_eval.localization.ipynb #c006
 @dataclass(frozen=True)
@@ -466,8 +467,34 @@ def _as_images(images, where: str = 'images') -> torch.Tensor:
         images = torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in items]) if items else torch.zeros(0, 1, 1, 1)
     x = images.float()
     if x.ndim == 3: x = x[:, None]
-    if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"{where}: expected N×1×H×W (or N×H×W) images, got shape {tuple(images.shape)}")
+    if x.ndim != 4: raise ValueError(f"{where}: expected N×C×H×W (or N×H×W) images, got shape {tuple(images.shape)}")
     return x
+
+def cam_layer(classifier, # nn.Module: B×C×H×W → logits
+              shape, # (H, W) or int: the input size the heatmaps are computed at
+              min_cells: int = 8, # the layer's map must be at least this many cells on its short side
+             ) -> tuple[str, tuple[int, int]]:
+    "Grad-CAM layer for an input size: the deepest feature map with ≥ `min_cells` cells per side (else the finest one), and its map size."
+    from dira_nb.viz.attribution import gradcam_layer_for
+    H, W = _hw(shape)
+    name = gradcam_layer_for(classifier, (H, W), min_cells=min_cells)
+    return name, _map_shape(classifier, name, (H, W))
+
+def _map_shape(model, name: str, shape) -> tuple[int, int] | None:
+    "Spatial size of the output of submodule `name` for an input of `shape` (None when it cannot be measured)."
+    H, W = _hw(shape)
+    try: mod = model.get_submodule(name)
+    except AttributeError: return None
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    c = int(getattr(getattr(model, 'encoder', None), 'in_chans', 0) or (convs[0].in_channels if convs else 1))
+    got = {}
+    h = mod.register_forward_hook(lambda m, i, o: got.__setitem__('s', tuple(o.shape[-2:])) if isinstance(o, torch.Tensor) else None)
+    was = model.training; model.eval()
+    try:
+        p = next(model.parameters())
+        with torch.no_grad(): model(torch.zeros(1, c, H, W, device=p.device, dtype=p.dtype))
+    finally: h.remove(); model.train(was)
+    return tuple(int(v) for v in got['s']) if 's' in got else None
 
 def resolve_target(classifier, # nn.Module: B×1×H×W → logits B×C
                    images: torch.Tensor, # N×1×H×W (one image is run to count the logits)
@@ -493,12 +520,14 @@ def compute_heatmaps(classifier, # nn.Module: B×1×H×W → logits B×C
                      target='positive', # 'positive' (see `resolve_target`), class index, per-image indices, or None (predicted)
                      method: str = 'gradcam', # attribution method of `dira_nb.viz.attribution.attribute`
                      batch_size: int = 16, # images per attribution call
+                     cam_cells: int = 8, # Grad-CAM without `layer=`: the deepest layer whose map has ≥ this many cells per side (`cam_layer`)
                      **attr_kw, # passed on to `attribute` (e.g. `layer=`)
                     ) -> torch.Tensor:
     "Heatmaps N×H×W in [0, 1] for `target`, computed in batches on the classifier's device."
     from dira_nb.viz.attribution import attribute
     x = _as_images(images)
     if len(x) == 0: return torch.zeros(0, *x.shape[-2:])
+    if method == 'gradcam' and attr_kw.get('layer') is None: attr_kw['layer'] = cam_layer(classifier, x.shape[-2:], cam_cells)[0]
     dev = next(classifier.parameters()).device
     target = resolve_target(classifier, x, target)
     tgt = torch.as_tensor(target) if target is not None and not isinstance(target, int) else target
@@ -530,6 +559,7 @@ def localization_scores(classifier, # nn.Module B×1×H×W → logits (None when
                         report_threshold: float = 0.5, # heatmap level of the flat `summary` (must be in `thresholds`)
                         heatmaps=None, # precomputed N×H×W heatmaps in [0, 1] (skips the classifier)
                         batch_size: int = 16, # images per attribution call
+                        cam_cells: int = 8, # Grad-CAM without `layer=`: deepest layer with a map of ≥ this many cells per side
                         **attr_kw, # passed to `attribute` (e.g. `layer=`)
                        ) -> dict:
     "Localization scores of a classifier's heatmaps against lesion ground truth, per image and over the dataset."
@@ -541,9 +571,18 @@ def localization_scores(classifier, # nn.Module B×1×H×W → logits (None when
     gts = [as_ground_truth(g, shape, where=f"ground truth {i}") for i, g in enumerate(gt_masks)]
     thresholds = [float(t) for t in thresholds]
     if report_threshold not in thresholds: raise ValueError(f"report_threshold {report_threshold} is not one of thresholds {thresholds}")
+    layer = cam_shape = None
     if heatmaps is None:
         if classifier is None: raise ValueError("localization_scores: give a classifier or precomputed heatmaps=")
-        heatmaps = compute_heatmaps(classifier, x, target, method, batch_size, **attr_kw)
+        if method == 'gradcam':
+            lay = attr_kw.get('layer')
+            if lay is None: layer, cam_shape = cam_layer(classifier, shape, cam_cells)
+            else:
+                layer = lay if isinstance(lay, str) else {id(m): k for k, m in classifier.named_modules()}.get(id(lay))
+                if layer is None: raise ValueError("localization_scores: `layer` is not a submodule of the classifier")
+                cam_shape = _map_shape(classifier, layer, shape)
+            attr_kw['layer'] = layer
+        heatmaps = compute_heatmaps(classifier, x, target, method, batch_size, cam_cells, **attr_kw)
     hm = np.stack([_as_heatmap(h, f"heatmap {i}") for i, h in enumerate(heatmaps)]) if len(heatmaps) else np.zeros((0, *shape))
     if hm.shape != (n, *shape): raise ValueError(f"localization_scores: heatmaps have shape {hm.shape}, expected {(n, *shape)}")
     scored = np.array([not g.empty for g in gts], bool)
@@ -566,7 +605,7 @@ def localization_scores(classifier, # nn.Module B×1×H×W → logits (None when
                iobb_acc=np.stack([accuracy_curve(iobb[:, k], iobb_cutoffs) for k in range(K)]),
                pointing_game=float(_nanmean(hit)), heatmap_auroc=float(_nanmean(auroc)),
                heatmaps=hm.astype(np.float32), method=method if classifier is not None else 'precomputed',
-               region=region, match=match, tolerance=float(tolerance))
+               region=region, match=match, tolerance=float(tolerance), layer=layer, cam_shape=cam_shape)
     res['summary'] = localization_summary(res, report_threshold)
     return res
 
@@ -588,12 +627,17 @@ def localization_summary(scores: dict, # output of `localization_scores`
 _TABLE_COLS = ('n', 'n_flat', 'pointing_game', 'heatmap_auroc', 'mean_iou', 'mean_iobb', 'iou_acc@0.1', 'iou_acc@0.3',
                'iou_acc@0.5', 'iobb_acc@0.25', 'iobb_acc@0.5')
 
+BASELINES = ('centre prior', 'random init') # names of the baseline rows in result dicts and tables
+GAIN_METRICS = ('pointing_game', 'heatmap_auroc', 'mean_iou', 'mean_iobb') # summary keys compared with the baselines
+_GAIN_COLS = ('pointing_game', 'heatmap_auroc', 'mean_iou') # gains shown in tables
+
 def localization_table(results, # one `localization_scores` result, or {name: result}
                        thresholds=None, # heatmap levels to list (None: all scored levels)
                        columns=_TABLE_COLS, # keys of `localization_summary` to show
                        fmt: str = 'markdown', # 'markdown' (a string) or 'rows' (a list of dicts)
+                       baselines=BASELINES, # result names that are baselines: other rows get `gain_<metric>` over the best of them
                       ):
-    "A table with one row per model and heatmap level: pointing game, AUROC, mean IoU/IoBB and T(IoU)/T(IoBB) accuracies."
+    "A table with one row per model and heatmap level: pointing game, AUROC, mean IoU/IoBB, T(IoU)/T(IoBB) accuracies and the gain over the best baseline."
     if isinstance(results, dict) and 'thresholds' in results: results = {'model': results}
     rows = []
     for name, res in results.items():
@@ -601,13 +645,26 @@ def localization_table(results, # one `localization_scores` result, or {name: re
             s = localization_summary(res, float(t))
             missing = [c for c in columns if c not in s]
             if missing: raise KeyError(f"localization_table: unknown column(s) {missing}; available: {list(s)}")
-            rows.append(dict(model=name, threshold=float(t), **{c: s[c] for c in columns}))
+            rows.append(dict(model=name, threshold=float(t), baseline=name in baselines, **{c: s[c] for c in columns}, _s=s))
+    base = [b for b in results if b in baselines]
+    gains = [f"gain_{m}" for m in _GAIN_COLS] if base and len(base) < len(results) else []
+    for r in rows:
+        s = r.pop('_s')
+        for m in (_GAIN_COLS if gains else ()):
+            ref = [localization_summary(results[b], r['threshold'])[m] for b in base]
+            ref = [v for v in ref if np.isfinite(v)]
+            r[f"gain_{m}"] = None if r['baseline'] or not ref or not np.isfinite(s[m]) else float(s[m] - max(ref))
     if fmt == 'rows': return rows
     if fmt != 'markdown': raise ValueError(f"fmt must be 'markdown' or 'rows', got {fmt!r}")
-    heads = ['model', 'heat ≥', *columns]
+    names = {'gain_pointing_game': 'Δ pointing', 'gain_heatmap_auroc': 'Δ AUROC', 'gain_mean_iou': 'Δ IoU'}
+    heads = ['model', 'heat ≥', *columns, *[names[g] for g in gains]]
     cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+    sign = lambda v: '—' if v is None else f"{v:+.3f}"
     lines = ['| ' + ' | '.join(heads) + ' |', '|' + '---|' * len(heads)]
-    lines += ['| ' + ' | '.join([r['model'], f"{r['threshold']:g}"] + [cell(r[c]) for c in columns]) + ' |' for r in rows]
+    lines += ['| ' + ' | '.join([r['model'], f"{r['threshold']:g}"] + [cell(r[c]) for c in columns] + [sign(r[g]) for g in gains]) + ' |'
+              for r in rows]
+    if gains: lines.append("\nΔ: gain over the best baseline row (" + ", ".join(b for b in baselines if b in results) + ") at the same heat level.")
+    elif not base: lines.append("\nNo baseline rows (centre prior, random init): read these scores with care (see `localization_baselines`).")
     return '\n'.join(lines)
 
 def accuracy_curve_figure(results, # one `localization_scores` result, or {name: result}
@@ -629,3 +686,96 @@ def accuracy_curve_figure(results, # one `localization_scores` result, or {name:
     fig.update_xaxes(title_text="cut-off T"); fig.update_yaxes(range=[0, 1.02], title_text="fraction correct", col=1)
     fig.update_layout(height=340, width=820, margin=dict(l=50, r=20, t=40, b=40))
     return fig
+
+# %% ../../nbs/53_eval.localization.ipynb #b002
+@dataclass
+class CentrePrior:
+    "A Gaussian heatmap at the training lesions' mean centre and size, in fractions of the image (the same map for every image)."
+    cy: float # mean lesion centre row / H
+    cx: float # mean lesion centre column / W
+    h: float # mean lesion height / H
+    w: float # mean lesion width / W
+    n: int = 0 # lesions it was fitted on
+
+    def heatmap(self, shape, # (H, W) or int
+               ) -> np.ndarray:
+        "The prior as an H×W float32 map in [0, 1] (peak 1 at the mean centre; σ = half the mean size per axis)."
+        H, W = _hw(shape)
+        yy, xx = (np.arange(H) + 0.5) / H, (np.arange(W) + 0.5) / W
+        sy, sx = max(self.h / 2, 0.5 / H), max(self.w / 2, 0.5 / W)
+        g = np.exp(-((yy[:, None] - self.cy) ** 2 / (2 * sy ** 2) + (xx[None, :] - self.cx) ** 2 / (2 * sx ** 2)))
+        return (g / g.max()).astype(np.float32)
+
+def fit_centre_prior(gts, # training ground truths: `GroundTruth`s, H×W masks or box lists (box lists need `shape`)
+                     shape=None, # (H, W) of box lists
+                    ) -> CentrePrior:
+    "Fit a `CentrePrior` to every lesion (box, or mask component's bounding box) of the training ground truths."
+    cy, cx, h, w = [], [], [], []
+    for i, g in enumerate(gts):
+        if g is None: continue
+        if not isinstance(g, GroundTruth):
+            if isinstance(g, (list, tuple)) and shape is None: raise ValueError("fit_centre_prior: pass shape= with box lists")
+            g = as_ground_truth(g, shape if isinstance(g, (list, tuple)) else np.asarray(g).shape, where=f"ground truth {i}")
+        H, W = g.shape
+        for b in g.boxes:
+            cy.append((b.y0 + b.y1) / 2 / H); cx.append((b.x0 + b.x1) / 2 / W); h.append(b.height / H); w.append(b.width / W)
+    if not cy: raise ValueError("fit_centre_prior: the training ground truth holds no lesion; cannot fit a centre prior")
+    return CentrePrior(float(np.mean(cy)), float(np.mean(cx)), float(np.mean(h)), float(np.mean(w)), len(cy))
+
+def localization_baselines(images, # N×C×H×W test images (or a `LesionSet`)
+                           gts=None, # their ground truth (None: from a `LesionSet`)
+                           train_gts=None, # training ground truth for the centre prior (or a fitted `CentrePrior`)
+                           random_classifier=None, # the same architecture fine-tuned from random init (None: no such row)
+                           target='positive', # class mapped by the random-init classifier
+                           **score_kw, # `localization_scores` settings shared with the model's rows (thresholds, region, ...)
+                          ) -> dict:
+    "Baseline rows `{'centre prior': ..., 'random init': ...}` of `localization_scores` results, scored like the model."
+    if isinstance(images, LesionSet) and gts is None: gts = images.gts
+    x = _as_images(images)
+    out = {}
+    if train_gts is not None:
+        prior = train_gts if isinstance(train_gts, CentrePrior) else fit_centre_prior(train_gts)
+        hm = np.repeat(prior.heatmap(tuple(x.shape[-2:]))[None], len(x), 0)
+        r = localization_scores(None, x, gts, heatmaps=hm, **{k: v for k, v in score_kw.items() if k not in ('method', 'layer', 'cam_cells', 'batch_size')})
+        r.update(method='centre prior', prior=dataclasses.asdict(prior))
+        out[BASELINES[0]] = r
+    if random_classifier is not None:
+        out[BASELINES[1]] = localization_scores(random_classifier, x, gts, target=target, **score_kw)
+    return out
+
+def baseline_gains(results: dict, # {name: `localization_scores` result}, baselines included under `baselines` names
+                   baselines=BASELINES, # which names are baselines
+                   metrics=GAIN_METRICS, # summary keys to compare
+                   threshold: float = 0.5, # heatmap level of the IoU/IoBB metrics
+                  ) -> dict:
+    "Each non-baseline model's gain over the *best* baseline per metric: `{model: {metric: dict(gain, model, best_baseline, baseline)}}`."
+    base = {b: localization_summary(results[b], threshold) for b in baselines if b in results}
+    if not base: raise ValueError(f"baseline_gains: none of the baselines {list(baselines)} is among the results {list(results)}")
+    out = {}
+    for name, res in results.items():
+        if name in base: continue
+        s = localization_summary(res, threshold)
+        row = {}
+        for m in metrics:
+            vals = {b: v[m] for b, v in base.items() if np.isfinite(v[m])}
+            if not vals or not np.isfinite(s[m]): row[m] = dict(gain=float('nan'), model=s[m], best_baseline=None, baseline=float('nan')); continue
+            b = max(vals, key=vals.get)
+            row[m] = dict(gain=float(s[m] - vals[b]), model=float(s[m]), best_baseline=b, baseline=float(vals[b]))
+        out[name] = row
+    return out
+
+def baseline_warnings(results: dict, # {name: result} holding a 'centre prior' row
+                      pointing: float = 0.8, # warn when the centre prior's pointing game reaches this
+                      auroc: float = 0.9, # ... or its heatmap AUROC reaches this
+                     ) -> list[str]:
+    "Plain-language warnings when the centre prior alone already scores high (lesions central or large)."
+    r = results.get(BASELINES[0])
+    if r is None: return [f"no centre-prior row: these localization scores have no baseline to be read against"]
+    pg, au = r['pointing_game'], r['heatmap_auroc']
+    if not ((np.isfinite(pg) and pg >= pointing) or (np.isfinite(au) and au >= auroc)): return []
+    p = r.get('prior') or {}
+    where = (f" (training lesions: mean centre at {100 * p['cy']:.0f} % height / {100 * p['cx']:.0f} % width, mean size "
+             f"{100 * p['h']:.0f} % × {100 * p['w']:.0f} % of the image)") if p else ''
+    return [f"the centre prior — a Gaussian at the training lesions' mean position and size, which looks at no image — already "
+            f"scores pointing game {pg:.2f} and heatmap AUROC {au:.2f}{where}: lesions here are central or large, so high "
+            f"localization scores say little. Judge models by their gain over the centre prior, not by the raw scores."]
