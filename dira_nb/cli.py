@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--n", type=int, default=200, help="number of images (default: 200)")
     ms.add_argument("--size", type=int, default=128, help="image size in pixels (default: 128)")
     ms.add_argument("--seed", type=int, default=0, help="seed (same seed, same images)")
+    ms.add_argument("--force", action="store_true", help="write into a folder that is not empty (replaces labels.csv, images/NNNN.png, ...)")
     sub.add_parser("list", help="list registered methods and encoders")
     rp = sub.add_parser("report", help="write a self-contained HTML report (and PNGs) of a run folder")
     rp.add_argument("run", type=Path, help="a run folder written by `dira-nb pretrain`")
@@ -153,11 +154,7 @@ def _benchmark_config(a: argparse.Namespace):
 def _cmd_pretrain(args) -> int:
     from dira_nb.pretrain import PretrainConfig, pretrain
     base = {}
-    if args.config is not None:
-        import yaml
-        if not args.config.exists(): raise SystemExit(f"dira-nb: config file {args.config} does not exist")
-        base = yaml.safe_load(args.config.read_text()) or {}
-        if not isinstance(base, dict): raise SystemExit(f"dira-nb: {args.config} must hold a mapping of settings")
+    if args.config is not None: base = _read_config(args.config)
     for f in fields(PretrainConfig):
         v = getattr(args, f.name, None)
         if v is not None and f.name != "options": base[f.name] = v
@@ -182,6 +179,22 @@ def _cmd_pretrain(args) -> int:
         from dira_nb.report import write_report
         print(f"report: {write_report(res['run_dir'])}")
     return 0
+
+def _read_config(path: Path) -> dict:
+    "Settings from a YAML file, with errors that name the file and the line."
+    import yaml
+    if not path.exists(): raise SystemExit(f"dira-nb: config file {path} does not exist")
+    if path.is_dir(): raise SystemExit(f"dira-nb: config file {path} is a folder; give its config.yaml")
+    try: text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e: raise SystemExit(f"dira-nb: {path}: not a UTF-8 text file ({e.reason} at byte {e.start})")
+    try: base = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SystemExit(f"dira-nb: {path}{where}: not valid YAML ({why})")
+    if not isinstance(base, dict): raise SystemExit(f"dira-nb: {path} must hold a mapping of settings (name: value lines)")
+    return base
 
 def _cmd_report(args) -> int:
     from dira_nb.report import write_report
@@ -220,22 +233,51 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_export(args) -> int:
     from dira_nb.checkpoint import export_backbone, load_backbone
+    if args.out.is_dir():
+        raise IsADirectoryError(f"{args.out}: is a folder; give the file to write, e.g. {args.out / 'backbone.safetensors'}")
     p = export_backbone(args.checkpoint, args.out, in_chans=args.in_chans)
     _, report = load_backbone(p)
     print(f"wrote {p}  ({report})")
     return 0
 
 def _cmd_info(args) -> int:
-    from dira_nb.checkpoint import load_checkpoint
-    ck = load_checkpoint(args.checkpoint)
-    meta = dict(ck["meta"]); meta.pop("history", None)
-    meta["parts"] = sorted(k for k in ck if k != "meta")
+    from dira_nb.checkpoint import load_checkpoint, read_safetensors, SAFETENSORS_EXTS, _is_safetensors, safe_torch_load, CheckpointError
+    p = args.checkpoint
+    if p.exists() and (p.suffix.lower() in SAFETENSORS_EXTS or _is_safetensors(p)):       # a backbone export (ours or not)
+        state, meta = read_safetensors(p)
+        if not meta: raise CheckpointError(f"{p}: a safetensors file with {len(state)} tensors but no dira_nb metadata (not written by dira_nb)")
+        meta = dict(meta, kind="backbone", parts=[f"{len(state)} encoder tensors"])
+    else:
+        ck = safe_torch_load(p) if p.exists() else load_checkpoint(p)
+        if isinstance(ck, dict) and "state_dict" in ck and isinstance(ck.get("meta"), dict) and "backbone_state" not in ck:
+            meta = dict(ck["meta"], kind="backbone", parts=[f"{len(ck['state_dict'])} encoder tensors"])   # a .pt backbone export
+        else:
+            ck = load_checkpoint(p)
+            meta = dict(ck["meta"]); meta["parts"] = sorted(k for k in ck if k != "meta")
+    meta.pop("history", None)
     print(json.dumps(meta, indent=2, default=str))
     return 0
 
 def _cmd_samples(args) -> int:
+    import os, shutil, tempfile
     from dira_nb.data.phantom import write_samples
-    p = write_samples(args.out, n=args.n, size=args.size, seed=args.seed)
+    out = args.out
+    if out.exists() and not out.is_dir(): raise FileExistsError(f"{out}: is a file, not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not args.force:
+        raise FileExistsError(f"{out}: folder is not empty ({len(held)} entries: {', '.join(held[:4])}{', ...' if len(held) > 4 else ''}); "
+                              "make-samples would replace labels.csv and images/NNNN.png there. Choose a new folder, or "
+                              "pass --force to write into it anyway")
+    if held: p = write_samples(out, n=args.n, size=args.size, seed=args.seed)       # --force: the user's choice
+    else:                                          # complete set or nothing: write beside it, then rename into place
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".dira_nb.tmp", dir=out.parent))
+        try:
+            write_samples(tmp, n=args.n, size=args.size, seed=args.seed)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+        p = out
     print(f"wrote {args.n} phantoms to {p}")
     return 0
 
@@ -254,7 +296,12 @@ def main(argv: list | None = None, # arguments (default: sys.argv[1:])
     cmd = dict(pretrain=_cmd_pretrain, info=_cmd_info, list=_cmd_list, report=_cmd_report, benchmark=_cmd_benchmark,
                evaluate=_cmd_evaluate, **{"export-backbone": _cmd_export, "make-samples": _cmd_samples})
     try: return cmd[args.command](args)
-    except (FileNotFoundError, FileExistsError, PermissionError, ValueError, RuntimeError, FloatingPointError) as e:
-        # ImageReadError, CheckpointError, NonFiniteLossError and torch.OutOfMemoryError derive from these
+    except (OSError, ValueError, RuntimeError, FloatingPointError) as e:
+        # ImageReadError, CheckpointError, NonFiniteLossError, DiskFullError, PermissionError and torch.OutOfMemoryError derive from these
+        if isinstance(e, OSError) and not str(e).startswith(str(getattr(e, "filename", None) or "\0")) and e.filename:
+            e = f"{e.filename}: {e.strerror or e}"                         # e.g. PermissionError from open(): name the file first
         print(f"dira-nb {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:                 # TrainingInterrupted says where the state was saved
+        print(f"dira-nb {args.command}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        return 130

@@ -16,7 +16,8 @@ from .callback.core import *
 from .checkpoint import rng_state, set_rng_state
 
 # %% auto #0
-__all__ = ['to_device', 'NonFiniteLossError', 'TrainingWarning', 'EpochSampler', 'SeededItems', 'Learner', 'Recorder']
+__all__ = ['to_device', 'unwrap_worker_error', 'NonFiniteLossError', 'TrainingWarning', 'EpochSampler', 'SeededItems', 'Learner',
+           'Recorder']
 
 # %% ../nbs/31_learner.ipynb #c006
 def to_device(b, # a batch: tensor, dict or tuple of them, or anything else
@@ -41,6 +42,58 @@ def _batch_size(b) -> int:
         for v in b:
             if isinstance(v, torch.Tensor): return _batch_size(v)
     return 1
+
+def _norm_snapshot(method: nn.Module) -> list:
+    "Copies of the running statistics of every BatchNorm-like module (taken before a step that may be skipped)."
+    snap = []
+    for m in method.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats and m.running_mean is not None:
+            snap.append((m, m.running_mean.clone(), m.running_var.clone(),
+                         m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None))
+    return snap
+
+def _norm_restore(snap: list, only_nonfinite: bool = False) -> int:
+    "Put back the statistics of `_norm_snapshot` (all, or only those that became NaN/Inf); returns how many modules were restored."
+    n = 0
+    for m, mean, var, nbt in snap:
+        if only_nonfinite and bool(torch.isfinite(m.running_mean).all() and torch.isfinite(m.running_var).all()): continue
+        with torch.no_grad():
+            m.running_mean.copy_(mean); m.running_var.copy_(var)
+            if nbt is not None: m.num_batches_tracked.copy_(nbt)
+        n += 1
+    return n
+
+def unwrap_worker_error(e: BaseException, # an exception re-raised by a DataLoader from one of its worker processes
+                       ) -> BaseException | None:
+    "The worker's own error (same type, its original one-line message) instead of torch's 'Caught X in DataLoader worker' traceback text; None if `e` is not one."
+    msg = str(e.args[0]) if getattr(e, 'args', None) and isinstance(e.args[0], str) else str(e)
+    if not msg.startswith('Caught ') or 'Original Traceback' not in msg: return None
+    lines = msg.splitlines()
+    frames = [i for i, l in enumerate(lines) if l.startswith('  File ')]
+    rest = lines[frames[-1] + 1:] if frames else lines[1:]
+    rest = [l for l in rest if not l.startswith('    ')]          # the source line of the last frame, carets
+    text = '\n'.join(rest).strip()
+    name = type(e).__name__
+    for prefix in (f"{type(e).__module__}.{name}: ", f"{name}: "):
+        if text.startswith(prefix): text = text[len(prefix):]; break
+    else:
+        if ': ' in text.split('\n', 1)[0]: text = text.split(': ', 1)[1]
+    if not text: return None
+    try: out = type(e)(text)
+    except Exception: out = RuntimeError(text)
+    return out
+
+def _unwrapped(batches):
+    "Iterate `batches`, re-raising errors from data-loader workers as the worker's own error."
+    it = iter(batches)
+    while True:
+        try: b = next(it)
+        except StopIteration: return
+        except Exception as e:
+            u = unwrap_worker_error(e)
+            if u is None: raise
+            raise u from None
+        yield b
 
 @contextmanager
 def _frozen(params: list):
@@ -240,7 +293,7 @@ class Learner:
         batches = self._train_batches()
         self.iter_done = self._start_iter
         if self._start_iter: self._apply_pending()                          # snapshot taken inside this epoch
-        for i, batch in enumerate(batches, start=self._start_iter):
+        for i, batch in enumerate(_unwrapped(batches), start=self._start_iter):
             self.iter, self.batch = i, to_device(batch, self.device)
             self._do_batch()
         self('after_train')
@@ -258,10 +311,12 @@ class Learner:
 
     def _step(self):
         "One optimisation step: G with D frozen, then D, then the method's bookkeeping (e.g. enqueueing)."
+        snap = _norm_snapshot(self.method) if self.on_nonfinite == 'skip' else None   # a skipped step leaves no trace
         with _frozen(self._d_params):                                   # D is frozen during the G step
             self.pred = self.method.forward_train(self.batch); self('after_pred')
             self.losses = dict(self.method.generator_loss(self.batch, self.pred))
             if not self._finite(self.losses, 'G'):
+                _norm_restore(snap)                                     # BatchNorm statistics of the bad forward pass
                 self.opts['G'].zero_grad(); raise CancelBatchException()
             self('after_loss')
             self.opts['G'].zero_grad()
@@ -272,6 +327,7 @@ class Learner:
             if d is not None and self._finite(d, 'D'):
                 self.opts['D'].zero_grad(); d['loss_critic'].backward(); self('after_backward_d'); self.opts['D'].step()
                 self.losses.update(d)
+            elif d is not None: _norm_restore(snap, only_nonfinite=True)
         if hasattr(self.method, 'after_update'): self.method.after_update(self.batch, self.pred)
 
     def _finite(self, losses: dict, # loss terms of one step
@@ -318,7 +374,7 @@ class Learner:
         sums, n = {}, 0
         try:
             with torch.no_grad():
-                for batch in dl:
+                for batch in _unwrapped(dl):
                     batch = to_device(batch, self.device)
                     bs = _batch_size(batch)
                     try: out = self.method.validation_step(batch)

@@ -6,20 +6,21 @@ Docs: https://dira-nb.github.io/dira_nb/pretrain.html.md"""
 
 # %% ../nbs/45_pretrain.ipynb #c003
 from __future__ import annotations
-import csv, json, math, os, shutil, tempfile, time, warnings
+import csv, json, math, os, re, shutil, signal, socket, sys, tempfile, threading, time, warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Subset
 from .core import get_device, seed_everything, limit_threads, IN_TEST
-from .data.io import ImageDataset, ImageReadError, split_indices
+from .data.io import ImageDataset, ImageReadError, split_indices, read_csv_rows, read_label_csv
 from .data.phantom import samples_dir
 from .data.views import ViewDataset
 from .methods.core import METHODS, method_config, create_method
 from .callback.probe import FeatureProbe
 import dira_nb.methods.core, dira_nb.methods.dira  # registers DiRA and its ablations
 from .learner import Learner, EpochSampler, SeededItems, NonFiniteLossError
+from .callback.core import Callback
 from .callback.schedule import CosineLR
 from .callback.progress import ProgressBar, CSVLogger, SaveCheckpoint, ResumeCheckpoint
 from .callback.guards import DiscriminatorMonitor
@@ -29,13 +30,13 @@ from .distributed import init_distributed, DistributedCallback, ShardedSampler
 from .checkpoint import export_backbone, load_checkpoint, atomic_write, atomic_write_text, remove_stale_temp_files, CheckpointError
 
 # %% auto #0
-__all__ = ['RESUME_FILE', 'RESUME_MUTABLE', 'open_pretraining_data', 'PretrainConfig', 'pretrain']
+__all__ = ['RUN_LOCK', 'RUN_MANIFEST', 'RESUME_FILE', 'RESUME_MUTABLE', 'open_pretraining_data', 'PretrainConfig', 'RunLock',
+           'TrainingInterrupted', 'pretrain']
 
 # %% ../nbs/45_pretrain.ipynb #c006
 def _labels_csv_split(src: Path, csv_path: Path, load_size, min_size, skip_bad) -> tuple:
     "Train/valid datasets from a run folder's `labels.csv` with `image`, `split` (and optional `label`) columns."
-    with open(csv_path, newline='') as f:
-        reader = csv.DictReader(f); cols = reader.fieldnames or []; rows = list(reader)
+    cols, rows = read_csv_rows(csv_path)                 # BOM (Excel) and Latin-1 files too
     if "image" not in cols: raise ValueError(f"{csv_path}: missing column 'image' (columns: {cols})")
     if not rows: raise ValueError(f"{csv_path}: no data rows")
     items, missing = [], []
@@ -74,12 +75,15 @@ def open_pretraining_data(data: str | Path = "samples", # "samples", an image fo
         except ImageReadError as e:
             if "missing array" not in str(e): raise
             valid = None
-    elif src.is_file() and src.suffix == ".csv":
-        train, valid = ImageDataset.from_csv(src, size=load_size, **kw), None
+    elif src.is_file() and src.suffix.lower() == ".csv":
+        if "label" in read_csv_rows(src)[0]: train = ImageDataset.from_csv(src, size=load_size, **kw)
+        else: train = ImageDataset(read_label_csv(src, label_col=None)[0], size=load_size, **kw)   # paths alone: unlabelled
+        valid = None
     elif src.is_dir() and (src / "labels.csv").exists():
-        with open(src / "labels.csv", newline='') as f: cols = next(csv.reader(f), [])
+        cols = read_csv_rows(src / "labels.csv")[0]
         if "split" in cols: train, valid = _labels_csv_split(src, src / "labels.csv", load_size, kw["min_size"], skip_bad)
-        else: train, valid = ImageDataset.from_csv(src / "labels.csv", root=src, size=load_size, **kw), None
+        elif "label" in cols: train, valid = ImageDataset.from_csv(src / "labels.csv", root=src, size=load_size, **kw), None
+        else: train, valid = ImageDataset(read_label_csv(src / "labels.csv", label_col=None, root=src)[0], size=load_size, **kw), None
     elif src.is_dir(): train, valid = ImageDataset.from_folder(src, size=load_size, **kw), None
     else: raise ValueError(f"{src}: expected 'samples', an image folder, a .csv or a .npz file")
     if valid is None and valid_pct > 0:
@@ -134,6 +138,25 @@ class PretrainConfig:
     def __post_init__(self):
         "Reject invalid settings with a message naming the setting."
         def bad(name, why): raise ValueError(f"invalid pretraining setting {name}={getattr(self, name)!r}: {why}")
+        for f in fields(self):                 # numbers written as text (YAML reads `lr: 1e-3` as a string)
+            v, typ = getattr(self, f.name), str(f.type)
+            if isinstance(v, str) and ("int" in typ or "float" in typ) and "str" not in typ:
+                try: setattr(self, f.name, int(v) if "int" in typ and "float" not in typ else float(v))
+                except ValueError: bad(f.name, "must be a number")
+            if "float" in typ and isinstance(getattr(self, f.name), int) and not isinstance(getattr(self, f.name), bool):
+                setattr(self, f.name, float(getattr(self, f.name)))
+        if not isinstance(self.out, str) or not self.out.strip():
+            bad("out", "must name a run folder (an empty name would write into the current folder)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            bad("seed", "must be an integer ≥ 0")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            bad("device", "choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if str(self.data) != "samples":
+            d, o = Path(self.data).expanduser().resolve(), Path(self.out).expanduser().resolve()
+            if o == d: bad("out", f"is the pretraining data itself (data={self.data!r}); choose another run folder")
+            if d.is_dir() and d in o.parents:
+                bad("out", f"is inside the data folder data={self.data!r}: the run's own pictures (recon_epoch_*.png) "
+                           "would become training images of the next run; choose a folder outside it")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             bad("lr", "must be a positive number (or None for the method's default)")
         if not isinstance(self.image_size, int) or self.image_size < 16: bad("image_size", "must be an integer ≥ 16")
@@ -184,6 +207,80 @@ class PretrainConfig:
         if bad: raise ValueError(f"unknown pretraining setting(s) {bad}; valid: {sorted(valid)}")
         return cls(**d)
 
+# %% ../nbs/45_pretrain.ipynb #c013b
+RUN_LOCK = "run.lock"                  # in a run folder while a process writes it: {"pid", "host", "started"}
+RUN_MANIFEST = "dira_nb_run.json"      # written first by a new run: the folder holds a dira_nb run from then on
+
+def _pid_alive(pid: int) -> bool:
+    "True when process `pid` exists on this machine."
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True                      # exists, owned by another user
+    except (OSError, ValueError, OverflowError): return False
+    return True
+
+class RunLock:
+    "Exclusive lock on a run folder: `run.lock` names the owner's pid and host; a lock whose process is gone (same host) is stale and taken over."
+    def __init__(self, folder: str | Path, # the run folder
+                ):
+        self.folder = Path(folder); self.path = self.folder / RUN_LOCK; self.held = False
+        self.me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                       token=os.urandom(8).hex())
+
+    def owner(self) -> dict | None:
+        "The recorded owner of the lock (None when there is no readable lock file)."
+        try: d = json.loads(self.path.read_text())
+        except (OSError, ValueError): return None
+        return d if isinstance(d, dict) else None
+
+    def _link(self) -> bool:
+        "Create the lock file with its complete content in one step (hard link of a finished temp file); False if it exists."
+        fd, tmp = tempfile.mkstemp(prefix=f".{RUN_LOCK}.", suffix=".dira_nb.tmp", dir=self.folder)
+        try:
+            with os.fdopen(fd, "w") as f: json.dump(self.me, f)
+            try: os.link(tmp, self.path); return True
+            except FileExistsError: return False
+            except OSError:                                    # no hard links here (some network/FAT file systems)
+                try: fd2 = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError: return False
+                with os.fdopen(fd2, "w") as f: json.dump(self.me, f)
+                return True
+        finally:
+            if os.path.exists(tmp): os.remove(tmp)
+
+    def acquire(self) -> "RunLock":
+        "Take the lock, or raise `FileExistsError` naming the process that holds it."
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            if self._link(): self.held = True; return self
+            o = self.owner()
+            if o is None:                                      # unreadable: a lock written by something else, or half-written
+                if time.time() - self.path.stat().st_mtime < 10: time.sleep(0.5); continue
+                raise FileExistsError(f"{self.path}: the run folder {self.folder} is locked by an unreadable lock file; "
+                                      "if no dira_nb process is writing this folder, delete that file and try again")
+            if o.get("host") == self.me["host"] and not _pid_alive(o.get("pid", -1)):
+                warnings.warn(f"{self.path}: taking over a stale lock of process {o.get('pid')} (no longer running) "
+                              f"from {o.get('started')}")
+                if self.owner() == o: self.path.unlink(missing_ok=True)
+                continue
+            same = " (this very process: another training of it is still running)" if o.get("pid") == self.me["pid"] and o.get("host") == self.me["host"] else ""
+            raise FileExistsError(f"{self.folder} is in use by another dira_nb process: pid {o.get('pid')} on host "
+                                  f"{o.get('host')}{same}, since {o.get('started')} (lock file {self.path}). Two writers "
+                                  "would mix their checkpoints and logs; wait for it to finish, or, if that process is gone "
+                                  "(e.g. it ran on another machine), delete the lock file")
+        raise FileExistsError(f"{self.path}: could not take the lock of {self.folder} (it keeps changing hands)")
+
+    def release(self) -> None:
+        "Remove the lock file if it is still ours."
+        if self.held and (self.owner() or {}).get("token") == self.me["token"]: self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+class TrainingInterrupted(KeyboardInterrupt):
+    "Training was stopped by Ctrl-C (SIGINT) or SIGTERM after the resume checkpoint was saved; the message says how to continue."
+
 # %% ../nbs/45_pretrain.ipynb #c014
 def _loaders(train, valid, views, batch_size, seed, num_workers, world_size=1, pin_memory=False):
     "Training and validation loaders of a method's views, with a resumable order and per-item seeded augmentations."
@@ -195,14 +292,25 @@ def _loaders(train, valid, views, batch_size, seed, num_workers, world_size=1, p
         sampler, bs = ShardedSampler(sampler), bs // world_size
     train_dl = torch.utils.data.DataLoader(SeededItems(ViewDataset(train, views), seed), batch_size=bs, drop_last=True,
                                            sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-                                           persistent_workers=num_workers > 0,
+                                           persistent_workers=num_workers > 0, worker_init_fn=_worker_init if num_workers else None,
                                            generator=torch.Generator().manual_seed(seed))
     valid_dl = None
     if valid is not None and len(valid) >= 2:
-        valid_dl = torch.utils.data.DataLoader(SeededItems(ViewDataset(valid, views), seed + 1), batch_size=min(bs, len(valid)),
-                                               shuffle=False, num_workers=num_workers,
+        valid_dl = torch.utils.data.DataLoader(SeededItems(ViewDataset(valid, views), seed + 1),
+                                               batch_sampler=_valid_batches(len(valid), min(bs, len(valid))),
+                                               num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
                                                generator=torch.Generator().manual_seed(seed + 1))
     return train_dl, valid_dl
+
+def _valid_batches(n: int, bs: int) -> list:
+    "Index batches 0..n-1 of size `bs` in order, a last batch of 1 merged into the one before (losses such as Barlow Twins need B ≥ 2)."
+    out = [list(range(i, min(i + bs, n))) for i in range(0, n, bs)]
+    if len(out) > 1 and len(out[-1]) == 1: last = out.pop(); out[-1] += last
+    return out
+
+def _worker_init(worker_id: int) -> None:
+    "Data-loader workers ignore Ctrl-C: the main process saves a checkpoint and stops them itself."
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 def _user_set(cfg: "PretrainConfig") -> set:
     "Method settings the user chose explicitly (a budget recipe never overrides them)."
@@ -280,12 +388,64 @@ def _speed_callbacks(cfg: "PretrainConfig", device: torch.device, dist_info) -> 
     if cfg.compile: cbs.append(Compile())
     return cbs
 
+def _refuse_existing_run(out: Path, resume) -> None:
+    "Refuse to start a new run in a folder that already holds one (checked while holding the folder's lock)."
+    if (out / RESUME_FILE).exists():
+        raise FileExistsError(f"{out} already holds a run ({out / RESUME_FILE}); pass resume=True to continue it, "
+                              "or choose another `out` (or delete the folder) to start over")
+    held = [n for n in (RUN_MANIFEST, "final.pt", "summary.json", "config.yaml", "backbone.safetensors") if (out / n).exists()]
+    if resume is not False and resume is not None and set(held) <= {RUN_MANIFEST, "config.yaml"}:
+        return                          # resume asked for, but the run stopped before its first checkpoint: start it again
+    if held:   # a finished run, one whose resume.pt was deleted, or one that stopped before its first checkpoint
+        raise FileExistsError(f"{out} already holds run files ({', '.join(held)}) and no {RESUME_FILE} to continue; "
+                              "choose another `out` (or delete the folder) to start over"
+                              + (" — or pass resume=True (--resume) to restart a run that stopped before its first checkpoint"
+                                 if set(held) <= {RUN_MANIFEST, "config.yaml"} else ""))
+
+def _write_manifest(cfg: "PretrainConfig", out: Path) -> None:
+    "Mark `out` as a dira_nb run folder before anything else is written there."
+    import dira_nb
+    atomic_write_text(out / RUN_MANIFEST, json.dumps(dict(kind="dira_nb pretraining run", format=1, dira_nb=str(dira_nb.__version__),
+                                                          created=time.strftime("%Y-%m-%d %H:%M:%S"), host=socket.gethostname(),
+                                                          pid=os.getpid(), method=cfg.method, data=str(cfg.data)), indent=2))
+
+class _StopOnSignal(Callback):
+    "After a Ctrl-C/SIGTERM: save the resume checkpoint at the end of the current step and stop with `TrainingInterrupted`."
+    order = 250                                          # after ResumeCheckpoint (200)
+    def __init__(self, flag: dict, resume_cb, out: Path): self.flag, self.resume_cb, self.out = flag, resume_cb, out
+    def _stop(self, save: bool):
+        if not self.flag.get("signal"): return
+        if save: self.resume_cb.save()
+        l = self.learn
+        raise TrainingInterrupted(f"{self.flag['signal']}: training stopped at stage {l.stage}, epoch {l.epoch + 1}, step "
+                                  f"{l.train_iter}; state saved in {self.out / RESUME_FILE} (continue with resume=True, "
+                                  f"or: dira-nb pretrain --resume {self.out})")
+    def after_batch(self): self._stop(save=True)
+    def after_epoch(self): self._stop(save=False)      # ResumeCheckpoint has just saved the epoch end
+
+class _Signals:
+    "Context manager: while training in the main thread, the first SIGINT/SIGTERM asks for a clean stop; a second one stops at once."
+    def __init__(self): self.flag, self.old = {}, {}
+    def _handler(self, signum, frame):
+        if self.flag.get("signal"): raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: stopped at once")
+        self.flag["signal"] = signal.Signals(signum).name
+        print(f"dira_nb: {self.flag['signal']} received: saving the training state at the end of this step "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                try: self.old[s] = signal.signal(s, self._handler)
+                except (ValueError, OSError): pass
+        return self.flag
+    def __exit__(self, *exc):
+        for s, h in self.old.items(): signal.signal(s, h)
+
 def pretrain(config: PretrainConfig | None = None, # the run settings (keywords below override fields)
              cbs: list | None = None, # extra callbacks for every stage (e.g. live widgets)
              quiet: bool = False, # no progress bars
              resume: bool | str | Path = False, # True: continue `out` if it holds a resume checkpoint; or a run folder / resume file
              **kwargs) -> dict:
-    "Run all stages of `config`, writing the run folder (resumably); returns the final method, histories and paths."
+    "Run all stages of `config`, writing the run folder (resumably, one writer at a time); returns the final method, histories and paths."
     if kwargs: PretrainConfig(**{**asdict(config or PretrainConfig()), **kwargs})   # validate the overrides early
     out = Path(kwargs.get("out", config.out if config is not None else PretrainConfig.out))
     ck_path = _resume_file(resume, out)
@@ -296,26 +456,39 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         out = ck_path.parent                      # the folder you named, never the path stored inside the checkpoint
         cfg = PretrainConfig(**{**asdict(cfg), "out": str(out)})
     else:
+        stored = out / "config.yaml"
+        if config is None and resume not in (False, None) and stored.is_file() and not (out / RESUME_FILE).exists():
+            import yaml                                  # a run that stopped before its first checkpoint: restart it as it was
+            config = PretrainConfig.from_dict({**(yaml.safe_load(stored.read_text(encoding="utf-8")) or {}), "out": str(out)})
         cfg = config or PretrainConfig()
         if kwargs: cfg = PretrainConfig(**{**asdict(cfg), **kwargs})
         out = Path(cfg.out)
-        if (out / RESUME_FILE).exists():
-            raise FileExistsError(f"{out} already holds a run ({out / RESUME_FILE}); pass resume=True to continue it, "
-                                  "or choose another `out` (or delete the folder) to start over")
-        held = [n for n in ("final.pt", "summary.json", "config.yaml", "backbone.safetensors") if (out / n).exists()]
-        if held:   # a finished run (or one whose resume.pt was deleted): never overwrite it
-            raise FileExistsError(f"{out} already holds run files ({', '.join(held)}) and no {RESUME_FILE} to continue; "
-                                  "choose another `out` (or delete the folder) to start over")
     dist_info = init_distributed(device=cfg.device)      # torchrun: join the process group; one process: no-op
-    main = dist_info.is_main
-    if main:
+    lock = None
+    if dist_info.is_main:
         _check_writable(out)
-        remove_stale_temp_files(out)
+        lock = RunLock(out).acquire()                    # a second writer is refused here
+    try:
+        if dist_info.is_main:
+            if ck is None: _refuse_existing_run(out, resume)
+            remove_stale_temp_files(out)
+            if ck is None: _write_manifest(cfg, out)
+        with _Signals() as stop:
+            return _run_stages(cfg, ck, out, dist_info, cbs, quiet, stop)
+    finally:
+        if lock is not None: lock.release()
+
+def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cbs, quiet: bool, stop: dict) -> dict:
+    "The body of `pretrain` once the run folder is ours: data, every stage, final checkpoint, backbone and summary."
+    main = dist_info.is_main
     limit_threads()
     seed_everything(cfg.seed)                            # same seed on every rank: identical initial weights
     if main: _write_yaml(asdict(cfg), out / "config.yaml")
     train, valid = open_pretraining_data(cfg.data, cfg.load_size, cfg.valid_pct, cfg.seed, cfg.max_images,
                                          min_size=cfg.image_size, skip_bad=cfg.skip_bad)
+    if cfg.num_workers and cfg.skip_bad:                 # files skipped inside workers are reported back to this process
+        for d in (train, valid):
+            if d is not None and callable(getattr(_base_dataset(d), "share_bad_records", None)): _base_dataset(d).share_bad_records()
     device = dist_info.device if dist_info.world_size > 1 else get_device(cfg.device)
     moco_k = cfg.moco_k or min(4096, len(train))
     recipe, total_steps = _recipe(cfg, train, dist_info.world_size)
@@ -327,6 +500,11 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
     histories = {k: list(v) for k, v in meta.get("histories", {}).items()}
     method, t_all, learn = None, time.time(), None
     stages = cfg.stages()
+    run_warnings = []
+    if all(n == 0 for _, _, n, _, _ in stages):
+        msg = (f"0 training epochs ({', '.join(f'{s}: {n}' for s, _, n, _, _ in stages)}): final.pt and backbone.safetensors "
+               "will hold the untrained, randomly initialised encoder")
+        warnings.warn(msg); run_warnings.append(dict(kind="no_training", message=msg))
     for k, (stage, name, epochs, bs, overrides) in enumerate(stages):
         if k < start_stage: continue
         cls = METHODS[name][0]
@@ -345,8 +523,8 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         stage_cbs += _speed_callbacks(cfg, device, dist_info)
         if cfg.probe and main: stage_cbs.append(FeatureProbe(*_probe_set(valid if valid is not None and len(valid) >= 2 else train, cfg)))
         if main:                                         # only rank 0 writes files and shows progress
-            stage_cbs += [CSVLogger(sdir / "history.csv"), SaveCheckpoint(sdir),
-                          ResumeCheckpoint(out / RESUME_FILE, every_steps=cfg.checkpoint_every, extra_meta=resume_meta)]
+            resume_cb = ResumeCheckpoint(out / RESUME_FILE, every_steps=cfg.checkpoint_every, extra_meta=resume_meta)
+            stage_cbs += [CSVLogger(sdir / "history.csv"), SaveCheckpoint(sdir), resume_cb, _StopOnSignal(stop, resume_cb, out)]
             if cfg.snapshots and getattr(method.config, 'restorative', False): stage_cbs.append(ReconstructionSnapshots(sdir, n=cfg.snapshots))
         if getattr(method, "discriminator", None) is not None: stage_cbs.append(DiscriminatorMonitor())
         if not quiet and main: stage_cbs.append(ProgressBar())
@@ -357,6 +535,9 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         t0 = time.time()
         try: learn.fit(epochs)
         except NonFiniteLossError as e: _stop_on_nonfinite(e, learn, out, sdir, summary)
+        except TrainingInterrupted as e:
+            if main: summary.update(status="interrupted", error=str(e)); _write_summary(summary, out)
+            raise
         histories[stage] = learn.history
         summary["stages"].append(dict(stage=stage, method=name, epochs=epochs, batch_size=bs, seconds=round(time.time() - t0, 2),
                                       final=learn.history[-1] if learn.history else {}, warnings=learn.warnings,
@@ -366,6 +547,8 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
     final = out / "final.pt"
     _atomic_copy(out / stage / "last.pt", final) if (out / stage / "last.pt").exists() else learn.method.save_checkpoint(final)
     backbone = export_backbone(final, out / "backbone.safetensors")
+    for d in (train, valid):                             # files skipped inside data-loader workers
+        if d is not None and callable(getattr(_base_dataset(d), "collect_bad", None)): _base_dataset(d).collect_bad(close=True)
     bad = {f: why for d in (train, valid) if d is not None for f, why in getattr(_base_dataset(d), "bad", {}).items()}
     kept = sorted(k for k in recipe if k in _user_set(cfg))              # the user's own values won over these
     summary.update(recipe=dict(name=cfg.recipe, total_steps=total_steps, overrides={k: v for k, v in recipe.items() if k not in kept}, user_kept=kept))
@@ -373,7 +556,7 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
         summary["chance_loss_dis"] = round(math.log(method.queue.size + 1), 4)      # InfoNCE at chance: ln(K+1)
     if probe_rows: summary["features"] = dict(start=probe_rows[0], final=probe_rows[-1], history=probe_rows)
     summary.update(seconds=round(time.time() - t_all, 2), status="finished", bad_images=len(bad), bad_image_files=bad,
-                   warnings=[w for st in summary["stages"] for w in st.get("warnings", [])])
+                   warnings=run_warnings + [w for st in summary["stages"] for w in st.get("warnings", [])])
     _write_summary(summary, out)
     return dict(method=method, histories=histories, run_dir=out, final=final, backbone=backbone, summary=summary,
                 warnings=summary["warnings"])

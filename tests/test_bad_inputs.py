@@ -18,6 +18,11 @@ def case(name):
     CASES.append(name)
 
 
+def _run(data_dir, name="run"):
+    "A run folder beside (never inside) the data folder: a run inside its data would train on its own pictures next time."
+    return str(data_dir.with_name(f"{data_dir.name}_{name}"))
+
+
 def png(path, arr, mode=None):
     Image.fromarray(arr, mode) if mode else Image.fromarray(arr)
     (Image.fromarray(arr, mode) if mode else Image.fromarray(arr)).save(path)
@@ -107,7 +112,7 @@ def test_empty_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{tmp_path.name}: no image files"):
         ImageDataset.from_folder(tmp_path)
     with pytest.raises(FileNotFoundError, match="no image files"):
-        pretrain(PretrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **CFG), quiet=True)
+        pretrain(PretrainConfig(data=str(tmp_path), out=_run(tmp_path), **CFG), quiet=True)
 
 
 # ---- contents that must be handled, not rejected ---------------------------------------------------------------
@@ -123,7 +128,7 @@ def test_mixed_sizes_and_channels_train(tmp_path):
     ds = ImageDataset.from_folder(tmp_path)
     shapes = [ds[i][0].shape for i in range(len(ds))]
     assert all(s[0] == 1 for s in shapes) and len({s for s in shapes}) > 1
-    res = pretrain(PretrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), valid_pct=0, **{**CFG, "batch_size": 2, "epochs_dir": 1, "epochs_dira": 0}), quiet=True)
+    res = pretrain(PretrainConfig(data=str(tmp_path), out=_run(tmp_path), valid_pct=0, **{**CFG, "batch_size": 2, "epochs_dir": 1, "epochs_dira": 0}), quiet=True)
     assert res["summary"]["status"] == "finished"
 
 
@@ -192,7 +197,7 @@ def test_images_smaller_than_crop(tmp_path):
     for i in range(3): png(tmp_path / f"big{i}.png", RAMP)
     png(tmp_path / "tiny.png", RAMP[:20, :20])
     with pytest.raises(ImageReadError, match=r"tiny\.png: image is 20×20, smaller than the crop size 32"):
-        pretrain(PretrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), valid_pct=0, **{**CFG, "batch_size": 4}), quiet=True)
+        pretrain(PretrainConfig(data=str(tmp_path), out=_run(tmp_path), valid_pct=0, **{**CFG, "batch_size": 4}), quiet=True)
     np.savez(tmp_path / "small.npz", train_images=np.zeros((4, 28, 28), np.uint8), train_labels=np.zeros(4))
     with pytest.raises(ImageReadError, match=r"small\.npz: images are 28×28, smaller than the minimum size 32"):
         open_pretraining_data(tmp_path / "small.npz", min_size=32)
@@ -205,7 +210,7 @@ def test_images_smaller_than_crop_skipped_and_counted(tmp_path):
     png(tmp_path / "tiny.png", RAMP[:20, :20]); _corrupt_png(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = pretrain(PretrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), valid_pct=0, skip_bad=True,
+        res = pretrain(PretrainConfig(data=str(tmp_path), out=_run(tmp_path), valid_pct=0, skip_bad=True,
                                       **{**CFG, "batch_size": 2, "epochs_dir": 1, "epochs_dira": 0}), quiet=True)
     assert res["summary"]["bad_images"] == 2
     assert {Path(f).name for f in res["summary"]["bad_image_files"]} == {"tiny.png", "corrupt.png"}
@@ -225,12 +230,118 @@ def test_unwritable_output_folder(tmp_path):
     ("batch_size", 1, "batch_size=1: must be an integer ≥ 2"), ("epochs_dir", -1, "epochs_dir=-1"),
     ("valid_pct", 1.5, "valid_pct=1.5"), ("checkpoint_every", -5, "checkpoint_every=-5"),
     ("on_nan", "ignore", "on_nan='ignore': choose 'stop' or 'skip'"), ("image_size", 4, "image_size=4"),
-    ("options", {"no_such_option": 1}, "invalid method options for 'dira'")])
+    ("options", {"no_such_option": 1}, "invalid method options for 'dira'"),
+    ("seed", -1, "seed=-1: must be an integer ≥ 0"), ("device", "tpu", "device='tpu': choose 'auto', 'cpu', 'cuda'"),
+    ("out", "", "out='': must name a run folder"), ("lr", "fast", "lr='fast': must be a number")])
 def test_invalid_config_values(setting, value, message):
     case(f"invalid setting {setting}={value!r}")
     with pytest.raises(ValueError) as e:
         PretrainConfig(**{**CFG, setting: value})
     assert message in str(e.value), str(e.value)
+
+
+# ---- issue 16: inputs people have, errors that used to escape as tracebacks ------------------------------------------
+def _png_header(w, h):
+    "A PNG whose header claims w×h pixels: enough to trip Pillow's decompression-bomb check."
+    import struct, zlib
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_named_and_skippable(tmp_path, monkeypatch):
+    case("PNG header claiming 20000×20000 (decompression bomb)")
+    (tmp_path / "bomb.png").write_bytes(_png_header(20000, 20000))
+    with pytest.raises(ImageReadError, match=r"bomb\.png: image is larger than Pillow's safety limit .*DIRA_NB_MAX_IMAGE_PIXELS"):
+        read_image(tmp_path / "bomb.png")
+    ds = ImageDataset([png(tmp_path / f"g{i}.png", RAMP) for i in range(2)] + [tmp_path / "bomb.png"], size=32, skip_bad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
+    assert list(ds.bad) == [str(tmp_path / "bomb.png")]
+    from PIL import Image as PILImage
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", PILImage.MAX_IMAGE_PIXELS)     # restored after the test
+    monkeypatch.setenv("DIRA_NB_MAX_IMAGE_PIXELS", "1e9")                              # the user raises the limit
+    with pytest.raises(ImageReadError, match="not a readable image or truncated"):    # now it is read (and is truncated)
+        read_image(tmp_path / "bomb.png")
+
+
+def test_worker_errors_are_one_line_and_skips_are_counted(tmp_path):
+    case("corrupt image with num_workers=1: one line naming the file")
+    case("skip_bad with num_workers=1: skipped files counted from the workers")
+    for i in range(6): png(tmp_path / f"g{i}.png", RAMP)
+    _corrupt_png(tmp_path); (tmp_path / "bomb.png").write_bytes(_png_header(20000, 20000))
+    cfg = {**CFG, "batch_size": 2, "epochs_dir": 1, "epochs_dira": 0, "num_workers": 1, "probe": 0, "valid_pct": 0}
+    with pytest.raises(ImageReadError) as e:
+        pretrain(PretrainConfig(data=str(tmp_path), out=_run(tmp_path, "r1"), **cfg), quiet=True)
+    msg = str(e.value)
+    assert "corrupt.png" in msg or "bomb.png" in msg, msg
+    assert "Traceback" not in msg and "DataLoader worker" not in msg and len(msg.splitlines()) == 1, msg
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = pretrain(PretrainConfig(data=str(tmp_path), out=_run(tmp_path, "r2"), skip_bad=True, **cfg), quiet=True)
+    assert res["summary"]["bad_images"] == 2, res["summary"]["bad_image_files"]
+    assert {Path(f).name for f in res["summary"]["bad_image_files"]} == {"corrupt.png", "bomb.png"}
+
+
+def test_nan_skip_restores_batchnorm_and_exports_a_finite_backbone(tmp_path):
+    case("on_nan=skip with a NaN forward pass: BatchNorm restored, exported backbone finite")
+    from dira_nb.callback.core import Callback
+    from dira_nb.checkpoint import read_safetensors
+    class NaNBatch(Callback):
+        n = 0
+        def before_batch(self):
+            self.n += 1
+            if self.n == 2: self.learn.batch = {k: v * float("nan") if torch.is_tensor(v) and v.is_floating_point() else v
+                                                for k, v in self.learn.batch.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = pretrain(PretrainConfig(out=_run(tmp_path), on_nan="skip", **{**CFG, "epochs_dira": 0}), cbs=[NaNBatch()], quiet=True)
+    assert res["summary"]["stages"][0]["skipped_steps"] >= 1 and res["summary"]["status"] == "finished"
+    state, _ = read_safetensors(res["backbone"])
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    assert bad == [], bad
+
+
+def test_csvs_people_have(tmp_path):
+    case("labels CSV with a UTF-8 BOM (Excel)")
+    case("labels CSV in Latin-1 with accented file names")
+    case("CSV of image paths without a label column")
+    for n in ("a.png", "b.png", "r\u00f6ntgen.png", "c.png"): png(tmp_path / n, RAMP)
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbfimage,label\r\na.png,0\r\nb.png,1\r\n")
+    tr, _ = open_pretraining_data(tmp_path / "excel.csv", valid_pct=0)
+    assert len(tr) == 2 and tr[1][1] == 1
+    (tmp_path / "latin.csv").write_bytes("image,label\nr\u00f6ntgen.png,1\na.png,0\n".encode("latin-1"))
+    tr, _ = open_pretraining_data(tmp_path / "latin.csv", valid_pct=0)
+    assert _base(tr).items[0].name == "r\u00f6ntgen.png"
+    (tmp_path / "paths.csv").write_text("image\na.png\nb.png\nc.png\n")
+    tr, _ = open_pretraining_data(tmp_path / "paths.csv", valid_pct=0)
+    assert len(tr) == 3 and tr[0][1] == -1
+    (tmp_path / "bare.csv").write_text("a.png\nb.png\n")                        # no header at all
+    assert len(open_pretraining_data(tmp_path / "bare.csv", valid_pct=0)[0]) == 2
+
+
+def _base(ds):
+    while isinstance(ds, torch.utils.data.Subset): ds = ds.dataset
+    return ds
+
+
+def test_extensionless_dicom_folder(tmp_path):
+    case("extension-less DICOM files (IM0001...)")
+    for i in range(3): (tmp_path / f"IM{i:04d}").write_bytes(dicom(tmp_path / "x.dcm", RAMP.astype(np.uint16) * 16).read_bytes())
+    (tmp_path / "x.dcm").unlink(); (tmp_path / "DICOMDIR_NOTES").write_text("not an image")
+    tr, _ = open_pretraining_data(tmp_path, valid_pct=0)
+    assert [p.name for p in _base(tr).items] == ["IM0000", "IM0001", "IM0002"]
+
+
+def test_barlow_with_a_last_validation_batch_of_one(tmp_path):
+    case("dira_barlow with a last validation batch of 1")
+    for i in range(9): png(tmp_path / f"g{i}.png", np.roll(RAMP, i, 0))
+    # 9 images, 4 for validation with batch 3: batches of 3 and 1 -> the 1 is merged (Barlow needs B >= 2)
+    res = pretrain(PretrainConfig(data=str(tmp_path), out=_run(tmp_path), method="dira_barlow", valid_pct=4 / 9,
+                                  **{**CFG, "batch_size": 3, "epochs_dir": 1, "epochs_dira": 1, "max_images": None, "moco_k": None,
+                                     "options": {}, "probe": 0, "lr": 1e-3}), quiet=True)   # one step at lr 0.03 diverges
+    assert res["summary"]["n_valid"] == 4 and res["summary"]["status"] == "finished"
+    assert all(np.isfinite(h["valid_loss"]) for st in res["histories"].values() for h in st)
 
 
 def test_zz_matrix_count():

@@ -111,3 +111,67 @@ def test_export_info_evaluate_ld_and_ace_runs(tmp_path, method, backbone, stem):
     res = json.loads(r.stdout[r.stdout.index("{"):])
     m = res["samples"][0]["metrics"]
     assert {"linear", "knn", "ft_0.1", "ft_1"} <= set(m) and all(0 <= v["auc"] <= 1 for v in m.values())
+
+
+# ---- issue 16: commands never write over their inputs, and say plainly what is wrong --------------------------------
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_resume import CFG                       # registers the tiny test encoder
+    from dira_nb.methods.core import create_method
+    m = create_method("dira", backbone="tiny_test", image_size=32, moco_k=16, **CFG["options"])
+    return m.save_checkpoint(tmp_path / "final.pt")
+
+
+def _main(args, capsys):
+    from dira_nb.cli import main
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e:                           # settings errors exit with their message, as a console script does
+        rc = e.code if isinstance(e.code, int) else 1
+        if not isinstance(e.code, int): print(e.code, file=sys.stderr)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_export_and_info_guard_their_inputs(tiny_ckpt, tmp_path, capsys):
+    before = tiny_ckpt.read_bytes()
+    rc, _, err = _main(["export-backbone", tiny_ckpt, tiny_ckpt], capsys)
+    assert rc == 2 and "refusing to write the backbone over its own input" in err and tiny_ckpt.read_bytes() == before
+    rc, _, err = _main(["export-backbone", tiny_ckpt, tmp_path], capsys)
+    assert rc == 2 and "is a folder; give the file to write" in err and "IsADirectoryError" not in err
+    for bad in ("0", "-1"):
+        rc, _, err = _main(["export-backbone", tiny_ckpt, tmp_path / "bb.safetensors", "--in-chans", bad], capsys)
+        assert rc == 2 and f"invalid in_chans={bad}" in err and not (tmp_path / "bb.safetensors").exists()
+    rc, _, err = _main(["export-backbone", tiny_ckpt, tmp_path / "bb.safetensors"], capsys)
+    assert rc == 0, err
+    rc, out, err = _main(["info", tmp_path / "bb.safetensors"], capsys)            # its own backbone file is recognised
+    assert rc == 0, err
+    meta = json.loads(out)
+    assert meta["kind"] == "backbone" and meta["backbone"] == "tiny_test" and meta["method"] == "dira"
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    rc, _, err = _main(["info", tmp_path / "foreign.safetensors"], capsys)
+    assert rc == 2 and "no dira_nb metadata" in err
+
+
+def test_make_samples_refuses_a_non_empty_folder(tmp_path, capsys):
+    d = tmp_path / "mine"; d.mkdir()
+    (d / "labels.csv").write_text("image,label\nmy_scan.png,1\n")
+    rc, _, err = _main(["make-samples", d, "--n", "4", "--size", "32"], capsys)
+    assert rc == 2 and "folder is not empty" in err and "--force" in err
+    assert (d / "labels.csv").read_text() == "image,label\nmy_scan.png,1\n" and not (d / "images").exists()
+    rc, _, err = _main(["make-samples", tmp_path / "new", "--n", "4", "--size", "32"], capsys)
+    assert rc == 0, err
+    assert len(list((tmp_path / "new" / "images").glob("*.png"))) == 4
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]     # written beside, renamed into place
+    rc, _, err = _main(["make-samples", d, "--n", "4", "--size", "32", "--force"], capsys)
+    assert rc == 0, err
+    assert "my_scan.png" not in (d / "labels.csv").read_text()
+
+
+def test_pretrain_refuses_out_inside_data_and_empty_out(tmp_path, capsys):
+    data = tmp_path / "xrays"; data.mkdir()
+    rc, _, err = _main(["pretrain", "--data", data, "--out", data / "run", "--quiet"], capsys)
+    assert rc != 0 and "is inside the data folder" in err, err
+    rc, _, err = _main(["pretrain", "--data", data, "--out", "", "--quiet"], capsys)
+    assert rc != 0 and "must name a run folder" in err, err

@@ -150,3 +150,118 @@ def test_a_finished_run_is_never_overwritten_even_without_resume_pt(reference, t
     with pytest.raises(FileExistsError, match="already holds run files .*final.pt"):
         pretrain(PretrainConfig(out=str(out), **CFG), quiet=True)
     assert (out / "final.pt").read_bytes() == before
+
+
+# ---- one writer per run folder (issue 16) ---------------------------------------------------------------------------
+import os, signal, subprocess, sys, time, warnings
+from pathlib import Path
+import yaml
+from dira_nb.pretrain import RunLock, RUN_LOCK, RUN_MANIFEST
+
+TESTS = Path(__file__).resolve().parent
+WRITER = f"""
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+from test_resume import CFG
+from dira_nb.pretrain import pretrain, PretrainConfig
+pretrain(PretrainConfig(out=sys.argv[1], checkpoint_every=1, **CFG), quiet=True)
+"""
+
+
+def _wait_for(pattern_dir, pattern, proc, timeout=240):
+    t0 = time.time()
+    while not list(Path(pattern_dir).glob(pattern)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, f"{pattern} never appeared"
+        time.sleep(0.05)
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path):
+    "Two processes on one --out: the second is refused while the first runs; after the first is killed, resume proceeds."
+    out = tmp_path / "run"
+    env = dict(os.environ, DIRA_NB_CKPT_PAUSE="120", DIRA_NB_CKPT_PAUSE_ON="resume.pt")
+    a = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out, ".resume.pt.*.paused", a)                       # A is mid-run, holding the lock
+        owner = RunLock(out).owner()
+        assert owner["pid"] == a.pid and (out / RUN_MANIFEST).exists()
+        with pytest.raises(FileExistsError, match=f"is in use by another dira_nb process: pid {a.pid}"):
+            pretrain(PretrainConfig(out=str(out), checkpoint_every=1, **CFG), quiet=True)
+        with pytest.raises(FileExistsError, match="is in use by another dira_nb process"):
+            pretrain(resume=True, out=str(out), quiet=True)
+    finally:
+        a.kill(); a.wait(30)
+    assert (out / RUN_LOCK).exists()                                   # SIGKILL leaves the lock behind: stale
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = pretrain(resume=True, out=str(out), quiet=True)          # A's first checkpoint was never renamed: a fresh start
+    assert any("stale lock" in str(x.message) for x in w)
+    assert res["summary"]["status"] == "finished" and not (out / RUN_LOCK).exists()
+    assert len((out / "dir" / "history.csv").read_text().strip().splitlines()) == 1 + CFG["epochs_dir"]
+
+
+def test_a_run_folder_is_marked_first_and_zero_epochs_warn(tmp_path):
+    out = tmp_path / "zero"
+    with pytest.warns(UserWarning, match="0 training epochs"):
+        res = pretrain(PretrainConfig(out=str(out), **{**CFG, "epochs_dir": 0, "epochs_dira": 0}), quiet=True)
+    assert any(w["kind"] == "no_training" for w in res["summary"]["warnings"])
+    assert (out / RUN_MANIFEST).exists() and not (out / RUN_LOCK).exists()
+    # a run that stopped before its first checkpoint holds only its manifest and config: refused, unless resume=True
+    early = tmp_path / "early"; early.mkdir()
+    (early / RUN_MANIFEST).write_text("{}"); (early / "config.yaml").write_text("method: dira\n")
+    with pytest.raises(FileExistsError, match="pass resume=True .* to restart a run that stopped before its first checkpoint"):
+        pretrain(PretrainConfig(out=str(early), **CFG), quiet=True)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (dict(out=""), "out='': must name a run folder"), (dict(seed=-1), "seed=-1: must be an integer ≥ 0"),
+    (dict(device="tpu"), "device='tpu': choose 'auto', 'cpu', 'cuda'"),
+    (dict(data="DATA", out="DATA/run"), "is inside the data folder"), (dict(data="DATA", out="DATA"), "is the pretraining data itself")])
+def test_out_seed_device_are_checked(tmp_path, bad, message):
+    (tmp_path / "DATA").mkdir()
+    bad = {k: v.replace("DATA", str(tmp_path / "DATA")) if isinstance(v, str) and "DATA" in v else v for k, v in bad.items()}
+    with pytest.raises(ValueError, match=message):
+        PretrainConfig(**{**CFG, **bad})
+
+
+SIGINT_SCRIPT = f"""
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+import test_resume                                 # registers the tiny test encoder
+from dira_nb.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_saves_the_state_and_prints_one_line(tmp_path):
+    "SIGINT mid-run: the step finishes, resume.pt is written, one line says where, exit 130; resuming finishes the run."
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**CFG, "options": dict(decoder_channels=[32, 16, 16, 8, 8]), "lr": "1e-3"}))  # lr as YAML 1.1 text
+    out = tmp_path / "run"
+    env = dict(os.environ, DIRA_NB_CKPT_PAUSE="3", DIRA_NB_CKPT_PAUSE_ON="resume.pt")
+    p = subprocess.Popen([sys.executable, "-c", SIGINT_SCRIPT, "pretrain", "--config", str(cfg), "--out", str(out),
+                          "--checkpoint-every", "1", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out, ".resume.pt.*.paused", p)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=240)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert f"interrupted: SIGINT: training stopped at stage dir" in err and str(out / "resume.pt") in err, err
+    meta = load_checkpoint(out / "resume.pt")["meta"]
+    assert meta["train_iter"] >= 1 and meta["run_config"]["lr"] == 1e-3
+    assert not (out / RUN_LOCK).exists()
+    res = pretrain(resume=True, out=str(out), quiet=True)
+    assert res["summary"]["status"] == "finished"
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    from dira_nb.cli import main
+    bad = tmp_path / "broken.yaml"; bad.write_text("method: dira\nlr: [0.1\nseed: 3\n")
+    with pytest.raises(SystemExit, match=r"broken\.yaml, line \d+, column \d+: not valid YAML"):
+        main(["pretrain", "--config", str(bad), "--out", str(tmp_path / "x")])
+    assert PretrainConfig(**{**CFG, "lr": "1e-3"}).lr == 1e-3
+    with pytest.raises(ValueError, match="lr='fast': must be a number"):
+        PretrainConfig(**{**CFG, "lr": "fast"})

@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/data.io.html.md"""
 
 # %% ../../nbs/01_data.io.ipynb #c003
 from __future__ import annotations
-import csv, math, os, warnings
+import csv, io, math, os, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'DICOM_EXTS', 'ImageReadError', 'BadImageWarning', 'apply_window', 'minmax_scale', 'read_dicom',
-           'read_image', 'list_images', 'read_label_csv', 'load_npz', 'ImageDataset', 'split_indices',
+           'read_image', 'list_images', 'read_csv_rows', 'read_label_csv', 'load_npz', 'ImageDataset', 'split_indices',
            'train_valid_split']
 
 # %% ../../nbs/01_data.io.ipynb #c007
@@ -134,6 +134,10 @@ def read_dicom(path, # a DICOM file (with or without the 128-byte preamble)
 # %% ../../nbs/01_data.io.ipynb #c024
 def _read_pil(p: Path, window=None) -> np.ndarray:
     "Read an ordinary image file with PIL into float32 H×W in [0, 1]."
+    limit = os.environ.get('DIRA_NB_MAX_IMAGE_PIXELS')
+    if limit:
+        try: Image.MAX_IMAGE_PIXELS = int(float(limit))
+        except ValueError: raise ValueError(f"DIRA_NB_MAX_IMAGE_PIXELS={limit!r} is not a number of pixels") from None
     try:
         with Image.open(p) as im:
             im.load()
@@ -141,6 +145,10 @@ def _read_pil(p: Path, window=None) -> np.ndarray:
             except Exception: pass
             if im.mode in ('P', 'PA', 'CMYK', 'YCbCr', 'LAB', 'HSV'): im = im.convert('RGBA' if 'A' in im.mode else 'RGB')
             a = np.asarray(im)
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{p}: image is larger than Pillow's safety limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels "
+                             f"(a decompression bomb, or a corrupt header?): {e}. If the file is genuine, raise the limit "
+                             "with the environment variable DIRA_NB_MAX_IMAGE_PIXELS (e.g. 1e9)") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{p}: not a readable image or truncated file ({type(e).__name__}: {e})") from e
     if a.size == 0: raise ImageReadError(f"{p}: empty image (shape {a.shape})")
@@ -170,41 +178,62 @@ def read_image(path, # PNG/JPEG/TIFF/BMP or DICOM file
 def list_images(root, # folder searched recursively
                 exts: tuple | None = None, # lower-case extensions to accept; None = IMAGE_EXTS + DICOM_EXTS
                ) -> list[Path]:
-    "All image files under `root` (recursive, sorted, hidden files skipped); errors when none are found."
+    "All image files under `root` (recursive, sorted, hidden files skipped; files without a known extension are included when they start with the DICOM preamble); errors when none are found."
     root = Path(root)
     if not root.exists(): raise FileNotFoundError(f"{root}: image folder does not exist")
     if not root.is_dir(): raise NotADirectoryError(f"{root}: is not a folder")
     exts = tuple(e.lower() if e.startswith('.') else '.' + e.lower() for e in (exts or IMAGE_EXTS + DICOM_EXTS))
-    out = sorted(p for p in root.rglob('*') if p.is_file() and p.suffix.lower() in exts
-                 and not any(part.startswith('.') for part in p.relative_to(root).parts))
+    sniff = any(e in DICOM_EXTS for e in exts)            # extension-less DICOMs (IM0001, 1.2.840...): look for 'DICM'
+    known = IMAGE_EXTS + DICOM_EXTS + ('.csv', '.txt', '.json', '.md', '.npz', '.npy', '.py', '.yaml', '.yml', '.pt', '.nii', '.gz')
+    def take(p: Path) -> bool:
+        if p.suffix.lower() in exts: return True
+        return sniff and p.suffix.lower() not in known and _is_dicom(p)
+    out = sorted(p for p in root.rglob('*') if p.is_file()
+                 and not any(part.startswith('.') for part in p.relative_to(root).parts) and take(p))
     if not out: raise FileNotFoundError(f"{root}: no image files with extensions {exts}")
     return out
 
 # %% ../../nbs/01_data.io.ipynb #c034
-def read_label_csv(path, # CSV file with a header row
+def read_csv_rows(path, # a CSV file with a header row
+                 ) -> tuple[list[str], list[dict]]:
+    "Header and rows of a CSV as written by people's tools: UTF-8 with or without a BOM (Excel), else Latin-1; header names stripped."
+    path = Path(path)
+    raw = path.read_bytes()
+    try: text = raw.decode('utf-8-sig')
+    except UnicodeDecodeError: text = raw.decode('latin-1')      # e.g. accented file names written by Windows tools
+    reader = csv.DictReader(io.StringIO(text, newline=''))
+    cols = [c.strip() if isinstance(c, str) else c for c in (reader.fieldnames or [])]
+    reader.fieldnames = cols
+    return cols, list(reader)
+
+def read_label_csv(path, # CSV file with a header row (a single column of paths may have none when `label_col=None`)
                    image_col: str = 'image', # column holding image paths (relative to `root`)
-                   label_col: str = 'label', # column holding labels: integers or class names
+                   label_col: str | None = 'label', # column holding labels: integers or class names; None: unlabelled
                    root=None, # folder the image paths are relative to; None = the CSV's folder
-                  ) -> tuple[list[Path], np.ndarray, list[str]]:
-    "Read (image paths, int64 labels, class names) from a CSV; string labels are indexed in sorted order, integer labels kept."
+                  ) -> tuple[list[Path], np.ndarray | None, list[str] | None]:
+    "Read (image paths, int64 labels, class names) from a CSV; string labels are indexed in sorted order, integer labels kept; `label_col=None` gives (paths, None, None)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: label CSV not found")
     root = Path(root) if root is not None else path.parent
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        for c in (image_col, label_col):
-            if c not in cols: raise ValueError(f"{path}: missing column {c!r} (columns: {cols})")
-        rows = list(reader)
+    cols, rows = read_csv_rows(path)
+    start = 2                                                                # line 1 is the header
+    if label_col is None and image_col not in cols and len(cols) == 1:     # one column of paths
+        image_col, first = cols[0], (cols[0] or '').strip()
+        if first and ((root / first).is_file() or Path(first).is_file()):  # ... without a header row
+            rows, start = [{image_col: first}] + rows, 1
+    for c in (image_col, label_col):
+        if c is not None and c not in cols: raise ValueError(f"{path}: missing column {c!r} (columns: {cols})")
     if not rows: raise ValueError(f"{path}: no data rows")
     paths, raw = [], []
-    for i, r in enumerate(rows, start=2):  # line 1 is the header
-        name, lab = (r.get(image_col) or '').strip(), (r.get(label_col) or '').strip()
+    for i, r in enumerate(rows, start=start):
+        name = (r.get(image_col) or '').strip()
+        lab = (r.get(label_col) or '').strip() if label_col is not None else ''
         if not name: raise ValueError(f"{path}, line {i}: empty {image_col!r}")
-        if not lab: raise ValueError(f"{path}, line {i}: empty {label_col!r} for {name}")
+        if label_col is not None and not lab: raise ValueError(f"{path}, line {i}: empty {label_col!r} for {name}")
         p = Path(name) if Path(name).is_absolute() else root / name
         if not p.is_file(): raise FileNotFoundError(f"{path}, line {i}: image {name!r} not found at {p}")
         paths.append(p); raw.append(lab)
+    if label_col is None: return paths, None, None
     try: ints = [int(v) for v in raw]
     except ValueError: ints = None
     if ints is not None:
@@ -313,7 +342,37 @@ class ImageDataset(Dataset):
                 if f not in self.bad:
                     self.bad[f] = str(e)
                     warnings.warn(f"skipping bad image ({len(self.bad)} so far): {e}", BadImageWarning, stacklevel=3)
+                    self._report_bad(f, str(e))
         raise ImageReadError(f"none of the {n} images could be read; first problems: {list(self.bad.values())[:3]}")
+
+    def share_bad_records(self) -> str:
+        "Let data-loader worker processes report the files they skip (their `bad` dict is a copy); returns the exchange folder."
+        import tempfile
+        if getattr(self, '_bad_dir', None) is None: self._bad_dir = tempfile.mkdtemp(prefix='dira_nb_bad_')
+        return self._bad_dir
+
+    def _report_bad(self, f: str, why: str):
+        "Inside a worker: write one small record that `collect_bad` reads in the main process."
+        d = getattr(self, '_bad_dir', None)
+        if d is None or torch.utils.data.get_worker_info() is None: return
+        import hashlib, json
+        rec = Path(d) / (hashlib.sha1(f.encode('utf-8', 'surrogateescape')).hexdigest() + '.json')
+        try:
+            tmp = rec.with_suffix(f'.{os.getpid()}.part'); tmp.write_text(json.dumps(dict(file=f, error=why))); os.replace(tmp, rec)
+        except OSError: pass
+
+    def collect_bad(self, close: bool = False, # also remove the exchange folder (no worker will report any more)
+                   ) -> dict:
+        "Merge the files that workers skipped into `self.bad` (see `share_bad_records`) and return `self.bad`."
+        import json, shutil
+        d = getattr(self, '_bad_dir', None)
+        if d is None: return self.bad
+        for rec in sorted(Path(d).glob('*.json')):
+            try: r = json.loads(rec.read_text())
+            except (OSError, ValueError): continue
+            self.bad.setdefault(r['file'], r['error'])
+        if close: shutil.rmtree(d, ignore_errors=True); self._bad_dir = None
+        return self.bad
 
     def __getitem__(self, i):
         if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} images")
