@@ -190,3 +190,153 @@ def test_quiet_eval_restores_state():
         torch.rand(5)
     assert net.training and net[1].training and net[0].bias.requires_grad and not net[0].weight.requires_grad
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+# ----- history, fixed embedding map, lesions, layout (issue 14) ---------------------------------------------------------
+def _fit_with(d, steps=4, every=1, slow_every=1, valid=None):
+    m = d.method
+    cb = DashboardCallback(d, every_steps=every, every_seconds=0, slow_every=slow_every, max_overhead=None)
+    learn = Learner(m, _batches(steps), valid, cbs=[cb], device="cpu", quiet=True)
+    learn.fit(1)
+    return learn, cb
+
+
+def test_history_keeps_every_refresh_and_the_slider_shows_older_steps():
+    d = _dash(_method())
+    _fit_with(d, steps=4)
+    assert d.history.steps == [0, 1, 2, 3, 4]
+    live_recon = d.panels["recon"].figures[0].data[4].z.copy()       # restoration (row 3) of the first probe, now
+    d.show_step(1)
+    p = d.panels["recon"]
+    assert p.step == 1 and p.shown == "history" and "data-shown='history'" in p.header.value
+    st = d.history.at("recon", 1)
+    np.testing.assert_allclose(p.figures[0].data[0].z, st["t"][0][::-1] / 255, atol=1e-6)   # the stored step-1 target row
+    assert not np.array_equal(p.figures[0].data[4].z, live_recon)   # the restoration differs from the live one
+    assert all(d.panels[k].step == 1 for k in CORE if d.history.at(k, 1)["step"] == 1)
+    assert d.history_slider.value == 1 and "showing step 1" in d.history_label.value
+    # a refresh while looking at the past counts but does not move the panels
+    n = p.count
+    d.update("fast")
+    assert p.count == n + 1 and p.step == 1
+    d.show_step(None)                                                  # back to live
+    assert p.step == 4 and p.shown == "live" and d.history_slider.value == d.history_slider.max
+    d.history_slider.value = 0                                          # the slider is the same control
+    assert p.step == 0 and d.viewing == 0
+
+
+def test_history_memory_is_bounded_and_thinned_evenly():
+    d = _dash(_method(), history_size=4)
+    _fit_with(d, steps=8, slow_every=4)
+    for k, lst in d.history.states.items():
+        assert 2 <= len(lst) <= 4, (k, len(lst))
+        assert lst[0]["step"] == 0 and lst[-1]["step"] == 8             # the whole span survives thinning
+        for s in lst: assert not any(hasattr(v, "to_json") for v in s.values())   # states, never figures
+    assert d.history.nbytes < 200_000                                   # 8 probes of 32 px: kilobytes, not megabytes
+
+
+def test_step0_vs_now_comparison_and_probe_scores_curve():
+    d = _dash(_method())
+    _fit_with(d, steps=3)
+    emb = d.panels["embedding"]
+    curve = emb.figures[1]
+    assert len(curve.data[0].x) == len(d.history.series("embedding")) == 4   # retrieval over steps 0..3
+    assert [t.name for t in curve.data] == ["view retrieval", "kNN accuracy"]
+    d.compare.value = "step 0 | now"
+    assert emb.out2.layout.display != "none" and emb.shown == "compare"
+    first, now = d.history.first("embedding"), d.history.at("embedding")
+    left, right = emb.figures[0], emb.figures[1]
+    xy = lambda fig: np.concatenate([np.c_[t.x, t.y] for t in fig.data])
+    assert sorted(map(tuple, xy(left).round(4))) == sorted(map(tuple, first["xy"].round(4)))
+    assert sorted(map(tuple, xy(right).round(4))) == sorted(map(tuple, now["xy"].round(4)))
+    assert left.layout.xaxis.range == right.layout.xaxis.range          # same axes: movement is visible
+    assert d.grid.layout.grid_template_columns == "minmax(0, 1fr)"      # one panel per row while comparing
+    d.compare.value = "one step"
+    assert emb.out2.layout.display == "none"
+
+
+@pytest.mark.parametrize("how", ["pca", pytest.param("umap", marks=pytest.mark.slow)])
+def test_embedding_map_is_fitted_once(how):
+    d = _dash(_method(), reducer=how)
+    d.refresh(); d.refresh()                                            # no training in between: same features
+    a, b = d.history.series("embedding")[-1]["xy"], d.history.at("embedding")["xy"]
+    d.update("embedding")
+    np.testing.assert_array_equal(d.history.at("embedding")["xy"], a)
+    basis = d.bases[how]
+    _fit_with(d, steps=2)
+    assert basis.n_fits == 1 and basis.fitted_step == 0 and d.bases[how] is basis   # reused, never refitted
+    assert f"{how} map fitted at step 0" in d.panels["embedding"].note
+    d.refit_map()
+    assert basis.n_fits == 2 and basis.fitted_step == 2
+
+
+def test_lesion_probes_outlines_and_pointing_game():
+    d = Dashboard(_method(), "samples", n_probe=12, n_show=3, reducer="pca")
+    assert d.lesions is not None and all(not d.lesions[i].empty for i in d.selected)   # lesion images first
+    assert d.framing == "whole image"                                   # restorations show the same framing as attributions
+    assert torch.allclose(d.targets, d.probes, atol=1e-3)
+    d.refresh()
+    att = d.panels["attribution"].figures[0]
+    outlines = [t for t in att.data if t.type == "scatter" and t.mode == "lines"]
+    peaks = [t for t in att.data if t.type == "scatter" and t.mode == "markers"]
+    assert len(outlines) == len(peaks) == 3
+    assert all(a.text.endswith((" · hit", " · miss")) for a in att.layout.annotations[:3])
+    assert "pointing game" in d.panels["attribution"].note
+    rec = d.panels["recon"].figures[0]
+    assert sum(t.type == "scatter" for t in rec.data) == 2 * 3          # outline on target and restoration rows
+    # the outline is where the mask is: every outline vertex lies on the boundary of the probe's lesion mask
+    i = d.selected[0]
+    m = d.lesions[i].mask
+    ys, xs = np.nonzero(m)
+    ox = [v for v in outlines[0].x if v is not None]; oy = [v for v in outlines[0].y if v is not None]
+    assert xs.min() - 0.5 == min(ox) and xs.max() + 0.5 == max(ox) and ys.min() - 0.5 == min(oy) and ys.max() + 0.5 == max(oy)
+
+
+def test_probe_picker_toggles_without_ctrl_click():
+    d = _dash(_method())
+    d.refresh()
+    n = d.panels["recon"].count
+    d._probe_toggles[5].value = True                                    # one click adds a probe
+    assert 5 in d.probe_select.value and d.panels["recon"].count == n + 1
+    assert len(d.panels["recon"].figures[0].data) == 4 * 3
+    d.probe_select.value = (2,)                                         # code and picker stay in sync
+    assert [t.value for t in d._probe_toggles].count(True) == 1 and d._probe_toggles[2].value
+    assert "#2" in d.probe_picker.get_title(0)
+
+
+def test_loss_panel_validation_smoothing_chance_and_realism_labels():
+    m = _method()
+    d = _dash(m, smoothing=0.5)
+    _fit_with(d, steps=3, valid=_batches(1))
+    fig = d.panels["losses"].figures[0]
+    assert any(t.name == "valid" for t in fig.data)                     # validation curve
+    assert any(s.type == "line" and abs(s.y0 - np.log(64 + 1)) < 1e-6 for s in fig.layout.shapes)   # InfoNCE chance
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0       # below the plot, clear of the toolbar
+    smoothed = [t for t in fig.data if t.name == "train"][0].y
+    n = d.panels["losses"].count
+    d.smoothing.value = 0.0
+    raw = [t for t in d.panels["losses"].figures[0].data if t.name == "train"][0].y
+    assert d.panels["losses"].count == n and not np.allclose(smoothed, raw)     # a redraw, not a recomputation
+    titles = [a.text for a in d.panels["realism"].figures[-1].layout.annotations]
+    assert any(t.endswith(" real") for t in titles) and any(t.endswith(" restored") for t in titles)
+    assert d.grid.layout.grid_template_columns == "repeat(2, minmax(0, 1fr))"   # two panels per row
+
+
+def test_inspector_notebook_export_cell_is_harmless(tmp_path, monkeypatch):
+    "The inspector notebook's last cell (students run it) neither raises outside the repository nor exports by default."
+    from pathlib import Path
+    nb = json.loads((Path(__file__).resolve().parents[1] / "nbs" / "54_eval.inspector.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code" and "nbdev_export" in "".join(c["source"])]
+    assert len(cells) == 1 and cells[0].startswith("#| hide") and "DIRA_NB_EXPORT" in cells[0]
+    monkeypatch.chdir(tmp_path)                                  # a student's folder: no repository around
+    monkeypatch.delenv("DIRA_NB_EXPORT", raising=False)
+    calls = []
+    import nbdev
+    monkeypatch.setattr(nbdev, "nbdev_export", lambda *a, **k: calls.append(1))
+    exec(compile(cells[0], "54_eval.inspector.ipynb", "exec"), {})
+    monkeypatch.setenv("DIRA_NB_EXPORT", "1")
+    exec(compile(cells[0], "54_eval.inspector.ipynb", "exec"), {})          # asked, but outside the repository
+    assert calls == []
+    (tmp_path / "nbs").mkdir(); (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.chdir(tmp_path / "nbs")
+    exec(compile(cells[0], "54_eval.inspector.ipynb", "exec"), {})          # asked, in a repository's nbs/
+    assert calls == [1]

@@ -14,9 +14,10 @@ from torch import nn
 from ..models.encoders import is_encoder
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_METHODS', 'attribution_copy', 'default_layer', 'EmbeddingSimilarity', 'embedding_similarity_model',
-           'attribute', 'gradcam_layer_for', 'planted_blob_images', 'toy_blob_classifier', 'fit_toy_classifier',
-           'peak_in_box', 'heat_rgb', 'overlay_rgb', 'attribution_figure']
+__all__ = ['ATTRIBUTION_METHODS', 'OUTLINE_COLOR', 'attribution_copy', 'default_layer', 'EmbeddingSimilarity',
+           'embedding_similarity_model', 'attribute', 'gradcam_layer_for', 'planted_blob_images', 'toy_blob_classifier',
+           'fit_toy_classifier', 'peak_in_box', 'heat_rgb', 'overlay_rgb', 'attribution_figure', 'mask_outline',
+           'lesion_outline']
 
 # %% ../../nbs/63_viz.attribution.ipynb #c006
 def attribution_copy(model: nn.Module, # any model; it is not modified
@@ -257,8 +258,11 @@ def attribution_figure(images: torch.Tensor | np.ndarray, # `B×1×H×W` or `B×
                        heatmaps: torch.Tensor | np.ndarray | dict, # `B×H×W`, or {method name: `B×H×W`} for several rows
                        titles: list | None = None, # column titles (e.g. labels)
                        alpha: float = 0.5, # overlay opacity
+                       outlines: list | None = None, # per column: (xs, ys) polyline of the lesion outline (`lesion_outline`) or None
+                       peaks: list | None = None, # per column: (x, y, hit) of the heatmap maximum (hit: True/False/None) or None
+                       image_row: bool = True, # draw the plain images as the first row
                       ):
-    "Plotly figure: the images in the first row, one row of overlays per heatmap set."
+    "Plotly figure: the images in the first row, one row of overlays per heatmap set; lesion outlines (green) and heat peaks on every overlay."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     imgs = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
@@ -268,15 +272,57 @@ def attribution_figure(images: torch.Tensor | np.ndarray, # `B×1×H×W` or `B×
     B = imgs.shape[0]
     for k, v in sets.items():
         if v.shape != imgs.shape: raise ValueError(f"attribution_figure: heatmaps {k!r} {v.shape} != images {imgs.shape}")
-    R = 1 + len(sets)
+    R = int(image_row) + len(sets)
     fig = make_subplots(rows=R, cols=B, horizontal_spacing=0.01, vertical_spacing=0.03,
-                        column_titles=[str(t) for t in titles[:B]] if titles else None, row_titles=["image", *sets])
+                        column_titles=[str(t) for t in titles[:B]] if titles else None,
+                        row_titles=(["image"] if image_row else []) + list(sets))
     for c in range(B):
-        fig.add_trace(go.Image(z=np.repeat((imgs[c] * 255).clip(0, 255).astype(np.uint8)[..., None], 3, 2),
-                               hoverinfo="skip"), row=1, col=c + 1)
+        if image_row:
+            fig.add_trace(go.Image(z=np.repeat((imgs[c] * 255).clip(0, 255).astype(np.uint8)[..., None], 3, 2),
+                                   hoverinfo="skip"), row=1, col=c + 1)
         for r, (k, v) in enumerate(sets.items()):
+            row = r + 1 + int(image_row)
             fig.add_trace(go.Image(z=overlay_rgb(imgs[c], v[c], alpha), customdata=v[c],
-                                   hovertemplate="x %{x}, y %{y}: heat %{customdata:.2f}<extra></extra>"), row=r + 2, col=c + 1)
-    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False)
+                                   hovertemplate="x %{x}, y %{y}: heat %{customdata:.2f}<extra></extra>"), row=row, col=c + 1)
+            if outlines and c < len(outlines) and outlines[c] is not None and len(outlines[c][0]):
+                fig.add_trace(go.Scatter(x=outlines[c][0], y=outlines[c][1], mode="lines", hoverinfo="skip", showlegend=False,
+                                         line=dict(color=OUTLINE_COLOR, width=1.5)), row=row, col=c + 1)
+            if peaks and c < len(peaks) and peaks[c] is not None:
+                x, y, hit = peaks[c]
+                fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", showlegend=False, hoverinfo="skip",
+                                         marker=dict(symbol="x-thin", size=10, line=dict(width=2.5,
+                                                     color="#ffffff" if hit or hit is None else "#ff3030"))), row=row, col=c + 1)
+    H, W = imgs.shape[-2:]
+    fig.update_xaxes(visible=False, range=[-0.5, W - 0.5]); fig.update_yaxes(visible=False, range=[H - 0.5, -0.5])
     fig.update_layout(height=130 * R + 50, width=max(400, 120 * B + 80), margin=dict(l=10, r=40, t=40, b=10))
     return fig
+
+
+# %% ../../nbs/63_viz.attribution.ipynb #o002
+OUTLINE_COLOR = "#2ca02c"   # the inspector's ground-truth green
+
+def mask_outline(mask, # H×W boolean/0-1 array or tensor
+                ) -> tuple[list, list]:
+    "x and y polylines (None-separated segments) along the pixel edges between inside and outside of `mask`."
+    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask) > 0
+    if m.ndim != 2: raise ValueError(f"mask_outline: expected an H×W mask, got shape {m.shape}")
+    p = np.pad(m, 1)
+    xs, ys = [], []
+    for r, c in np.argwhere(p[1:-1, 1:] != p[1:-1, :-1]):      # vertical edges at x = c - 0.5
+        xs += [c - 0.5, c - 0.5, None]; ys += [r - 0.5, r + 0.5, None]
+    for r, c in np.argwhere(p[1:, 1:-1] != p[:-1, 1:-1]):      # horizontal edges at y = r - 0.5
+        xs += [c - 0.5, c + 0.5, None]; ys += [r - 0.5, r - 0.5, None]
+    return [float(v) if v is not None else None for v in xs], [float(v) if v is not None else None for v in ys]
+
+def lesion_outline(gt, # `GroundTruth`, H×W mask, list of (x0, y0, x1, y1) boxes, or None
+                   shape=None, # (H, W) for a box list (ignored otherwise)
+                  ) -> tuple[list, list] | None:
+    "The outline polyline of one image's lesions: mask boundary for mask ground truth, rectangles for boxes; None without a lesion."
+    from dira_nb.eval.localization import GroundTruth, as_ground_truth
+    from dira_nb.eval.inspector import _rect_path
+    if gt is None: return None
+    if not isinstance(gt, GroundTruth):
+        if isinstance(gt, (list, tuple)) and shape is None: raise ValueError("lesion_outline: pass shape= with a box list")
+        gt = as_ground_truth(gt, shape if shape is not None else np.asarray(gt).shape, where="lesion_outline")
+    if gt.empty: return None
+    return mask_outline(gt.mask) if gt.kind == "mask" else _rect_path(gt.boxes)

@@ -18,8 +18,9 @@ from ..callback.core import Callback
 from .recon import recon_rows, recon_figure
 
 # %% auto #0
-__all__ = ['PLOTLY_MIME', 'FAST_PANELS', 'SLOW_PANELS', 'ATTRIBUTION_METHODS', 'REDUCERS', 'quiet_eval', 'figure_bundle',
-           'text_bundle', 'show_figures', 'probe_set', 'Panel', 'Dashboard', 'DashboardCallback']
+__all__ = ['PLOTLY_MIME', 'FAST_PANELS', 'SLOW_PANELS', 'ATTRIBUTION_METHODS', 'REDUCERS', 'COMPARE_MODES', 'PANEL_ORDER',
+           'quiet_eval', 'figure_bundle', 'text_bundle', 'show_figures', 'probe_set', 'probe_lesions', 'Panel',
+           'RefreshHistory', 'Dashboard', 'DashboardCallback']
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c006
 @contextlib.contextmanager
@@ -70,6 +71,10 @@ def show_figures(out: W.Output, # the widget to fill
     out.outputs = tuple(text_bundle(i) if isinstance(i, str) else figure_bundle(i) for i in items)
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c014
+def _probe_index(n_total: int, n: int) -> np.ndarray:
+    "`min(n, n_total)` indices evenly spaced over `range(n_total)` (the probe set's choice)."
+    return np.linspace(0, n_total - 1, min(n, n_total)).round().astype(int)
+
 def probe_set(data, # B×1×H×W tensor, dataset of (1×H×W image, label) items, or "samples"
               n: int = 64, # at most this many images, evenly spaced over `data`
               size: int | None = None, # resize to size×size (None: keep)
@@ -77,6 +82,8 @@ def probe_set(data, # B×1×H×W tensor, dataset of (1×H×W image, label) items
              ) -> tuple:
     "A fixed probe set: `(images N×1×S×S float tensor, labels int64 array of N (−1 = none), class names or None)`."
     names = None
+    if hasattr(data, "gts") and hasattr(data, "images"):        # a `LesionSet`: its images and image-level labels
+        data, labels = data.images, (data.labels if labels is None else labels)
     if isinstance(data, str):
         if data != "samples": raise ValueError(f"probe_set: data={data!r}; pass a tensor, a dataset or 'samples'")
         from dira_nb.data.phantom import load_samples
@@ -84,12 +91,12 @@ def probe_set(data, # B×1×H×W tensor, dataset of (1×H×W image, label) items
     if isinstance(data, torch.Tensor):
         if data.ndim != 4 or data.shape[1] != 1:
             raise ValueError(f"probe_set: expected a B×1×H×W tensor, got shape {tuple(data.shape)}")
-        idx = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
+        idx = _probe_index(len(data), n)
         imgs = data[torch.as_tensor(idx)].float()
         lab = np.full(len(idx), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)[idx]
     else:
         if not hasattr(data, "__len__") or len(data) == 0: raise ValueError("probe_set: data is empty or not a dataset")
-        idx = np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(int)
+        idx = _probe_index(len(data), n)
         items = [data[int(i)] for i in idx]
         imgs = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
         lab = np.array([int(it[1]) if isinstance(it, (tuple, list)) and it[1] is not None else -1 for it in items], dtype=np.int64)
@@ -103,20 +110,67 @@ def probe_set(data, # B×1×H×W tensor, dataset of (1×H×W image, label) items
         imgs = F.interpolate(imgs, size=(size, size), mode="bilinear", align_corners=False)
     return imgs.clamp(0, 1).contiguous(), lab, (list(names) if names is not None else None)
 
+# %% ../../nbs/64_viz.dashboard.ipynb #l002
+def _sample_folder(paths: list) -> Path | None:
+    "The folder above `paths` that holds `labels.csv` and lesion ground truth (`masks/lesion/` or `boxes.csv`), if any."
+    if not paths: return None
+    for d in Path(paths[0]).resolve().parents[:3]:
+        if (d / "labels.csv").is_file() and ((d / "masks" / "lesion").is_dir() or (d / "boxes.csv").is_file()): return d
+    return None
+
+def probe_lesions(data, # the `data` given to `probe_set` (dataset, `LesionSet`, "samples", tensor)
+                  n: int, # the same `n` as for `probe_set`
+                  size: int, # side of the probe images
+                  lesions=None, # explicit ground truth: one entry per item of `data` (mask, box list, `GroundTruth` or None)
+                 ) -> list | None:
+    "Lesion ground truth (`GroundTruth` at `size`) of each probe image, or None when `data` carries none."
+    from dira_nb.eval.localization import as_ground_truth, load_ground_truth, GroundTruth
+    if isinstance(data, str) and data == "samples":
+        from dira_nb.data.phantom import load_samples
+        data = load_samples(split="valid")
+    n_total = len(data.images) if hasattr(data, "gts") and hasattr(data, "images") else len(data)
+    idx = _probe_index(n_total, n)
+    if lesions is None and hasattr(data, "gts") and hasattr(data, "images"): lesions = data.gts     # a LesionSet
+    if lesions is not None:
+        if len(lesions) != n_total: raise ValueError(f"probe_lesions: {len(lesions)} lesion entries for {n_total} images")
+        out = []
+        for i in idx:
+            g = lesions[int(i)]
+            if isinstance(g, GroundTruth) and g.shape != (size, size):
+                g = GroundTruth.from_mask(F.interpolate(torch.as_tensor(g.mask, dtype=torch.float32)[None, None],
+                                                        size=(size, size), mode="nearest")[0, 0].numpy())
+            out.append(as_ground_truth(g, (size, size), where=f"lesions[{int(i)}]"))
+        return out
+    base, sub = data, None
+    if isinstance(data, torch.utils.data.Subset): base, sub = data.dataset, list(data.indices)
+    items = getattr(base, "items", None)
+    if not items: return None
+    folder = _sample_folder(items)
+    if folder is None: return None
+    paths = [Path(items[sub[int(i)] if sub is not None else int(i)]).resolve() for i in idx]
+    if (folder / "masks" / "lesion").is_dir():
+        return load_ground_truth([p.name for p in paths], (size, size), mask_dir=folder / "masks" / "lesion")
+    names = [p.relative_to(folder).as_posix() for p in paths]
+    src = {nm: base.image(0).shape for nm in names}
+    return load_ground_truth(names, (size, size), boxes=folder / "boxes.csv", src_shape=src)
+
 # %% ../../nbs/64_viz.dashboard.ipynb #c018
 class Panel:
-    "One dashboard panel: a header (update counter, step, timing) above an `Output` holding its figures."
+    "One dashboard panel: a header (update counter, step, timing) above an `Output` holding its figures (two side by side when comparing)."
     def __init__(self, key: str, # short identifier, e.g. 'recon' (also the `data-panel` attribute)
                  title: str, # heading shown to the user
                  hint: str = "", # one line on what to look for
-                 width: str = "99%", # CSS width inside the dashboard
+                 width: str = "auto", # CSS width inside the dashboard's grid
                 ):
         self.key, self.title, self.hint = key, title, hint
         self.count, self.step, self.seconds, self.note, self.error, self.figures = 0, None, 0.0, "", None, []
+        self.shown = "live"                                   # 'live', 'history' or 'compare'
         self.header = W.HTML()
-        self.out = W.Output(layout=W.Layout(min_height="60px"))
-        self.widget = W.VBox([self.header, self.out],
-                             layout=W.Layout(width=width, border="1px solid #ddd", padding="4px", margin="2px"))
+        self.out = W.Output(layout=W.Layout(min_height="60px", width="100%"))
+        self.out2 = W.Output(layout=W.Layout(min_height="60px", width="50%", display="none"))
+        self.body = W.HBox([self.out, self.out2], layout=W.Layout(width="100%"))
+        self.widget = W.VBox([self.header, self.body],
+                             layout=W.Layout(width=width, min_width="0", border="1px solid #ddd", padding="4px", margin="0"))
         self.widget.add_class("dira-panel"); self.widget.add_class(f"dira-panel-{key}")
         self._render_header()
 
@@ -124,21 +178,35 @@ class Panel:
         step = "–" if self.step is None else self.step
         err = f" · <span style='color:#b00'>failed: {html.escape(self.error)}</span>" if self.error else ""
         note = f" · {html.escape(self.note)}" if self.note else ""
+        shown = {"history": " · <span style='color:#b60'>history</span>",
+                 "compare": " · <span style='color:#b60'>first refresh | this step</span>"}.get(self.shown, "")
         self.header.value = (f"<div class='dira-panel-head' data-panel='{self.key}' data-updates='{self.count}' "
-                             f"data-step='{step}' data-failed='{int(bool(self.error))}'>"
+                             f"data-step='{step}' data-shown='{self.shown}' data-failed='{int(bool(self.error))}'>"
                              f"<b>{html.escape(self.title)}</b> <span style='color:#666'>· update {self.count} · step {step} "
-                             f"· {self.seconds:.2f} s{note}</span>{err}"
+                             f"· {self.seconds:.2f} s{shown}{note}</span>{err}"
                              f"<div style='color:#777;font-size:90%'>{html.escape(self.hint)}</div></div>")
+
+    def _set(self, left: list, right: list | None):
+        self.figures = [i for i in left + (right or []) if not isinstance(i, str)]
+        show_figures(self.out, left)
+        if right is None:
+            self.out2.outputs, self.out2.layout.display, self.out.layout.width = (), "none", "100%"
+        else:
+            show_figures(self.out2, right)
+            self.out2.layout.display, self.out.layout.width = "", "50%"
 
     def show(self, items: list, # figures and/or message strings
              step: int | None = None, # training step the content belongs to
              seconds: float = 0.0, # time it took to compute
              note: str = "", # short extra text for the header (e.g. the reducer used)
+             right: list | None = None, # a second column of items (the comparison), or None
+             computed: bool = True, # count this as an update (False: a redraw of a stored state)
+             shown: str = "live", # 'live', 'history' or 'compare' (shown in the header)
             ):
-        "Replace the panel's content and count one update."
-        self.figures = [i for i in items if not isinstance(i, str)]
-        show_figures(self.out, items)
-        self.count, self.step, self.seconds, self.note, self.error = self.count + 1, step, seconds, note, None
+        "Replace the panel's content; a computed update is counted."
+        self._set(list(items), None if right is None else list(right))
+        if computed: self.count, self.seconds = self.count + 1, seconds
+        self.step, self.note, self.error, self.shown = step, note, None, shown
         self._render_header()
 
     def fail(self, err: BaseException, # the exception raised while computing the panel
@@ -146,17 +214,87 @@ class Panel:
             ):
         "Show an error in place of the figures (training goes on)."
         self.error = f"{type(err).__name__}: {err}"
-        show_figures(self.out, ["".join(traceback.format_exception_only(type(err), err)).strip()])
+        self._set(["".join(traceback.format_exception_only(type(err), err)).strip()], None)
         self.step = step
         self._render_header()
 
     def _ipython_display_(self): from IPython.display import display; display(self.widget)
+
+# %% ../../nbs/64_viz.dashboard.ipynb #h002
+def _nbytes(obj, seen: set) -> int:
+    if id(obj) in seen: return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray): return obj.nbytes
+    if isinstance(obj, dict): return sum(_nbytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)): return sum(_nbytes(v, seen) for v in obj)
+    return 0
+
+class RefreshHistory:
+    "Every refresh of every panel as a small state (arrays, numbers; never figures), thinned evenly to at most `cap` per panel."
+    def __init__(self, cap: int = 200, # most states kept per panel; beyond it every second one is dropped (first and last kept)
+                ):
+        if int(cap) < 4: raise ValueError(f"RefreshHistory: cap must be at least 4, got {cap}")
+        self.cap, self.states, self.n_thinned = int(cap), {}, 0
+
+    def add(self, key: str, # panel key
+            step: int, # training step the state belongs to
+            state: dict, # the panel's state: small numpy arrays, numbers, strings
+           ) -> dict:
+        "Keep `state` of panel `key` at `step` (a later state of the same step replaces the earlier one)."
+        lst = self.states.setdefault(key, [])
+        state = {**state, "step": int(step)}
+        if lst and lst[-1]["step"] == state["step"]: lst[-1] = state
+        else: lst.append(state)
+        if len(lst) > self.cap:
+            self.states[key] = lst[:1] + lst[1:-1][1::2] + lst[-1:]
+            self.n_thinned += 1
+        return state
+
+    def at(self, key: str, # panel key
+           step: int | None = None, # training step (None: the latest)
+          ) -> dict | None:
+        "The panel's latest state at or before `step` (the first one if all are later; None if there is none)."
+        lst = self.states.get(key) or []
+        if not lst: return None
+        if step is None: return lst[-1]
+        best = lst[0]
+        for s in lst:
+            if s["step"] <= step: best = s
+            else: break
+        return best
+
+    def first(self, key: str) -> dict | None:
+        "The panel's earliest state."
+        lst = self.states.get(key) or []
+        return lst[0] if lst else None
+
+    def series(self, key: str, # panel key
+               upto: int | None = None, # last step included (None: all)
+              ) -> list:
+        "All kept states of a panel up to `upto`."
+        return [s for s in self.states.get(key, []) if upto is None or s["step"] <= upto]
+
+    @property
+    def steps(self) -> list:
+        "Sorted steps with at least one kept state."
+        return sorted({s["step"] for lst in self.states.values() for s in lst})
+
+    @property
+    def nbytes(self) -> int:
+        "Bytes held by the arrays of all kept states (shared arrays counted once)."
+        return _nbytes(self.states, set())
+
+    def __len__(self): return len(self.steps)
+    def __repr__(self):
+        return f"RefreshHistory({len(self)} steps, {sum(map(len, self.states.values()))} states, {self.nbytes / 1e6:.1f} MB)"
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c022
 FAST_PANELS = ("losses", "realism", "recon")
 SLOW_PANELS = ("embedding", "attribution")
 ATTRIBUTION_METHODS = ("gradcam", "ig", "occlusion")
 REDUCERS = ("umap", "pca")
+COMPARE_MODES = ("one step", "step 0 | now")
+PANEL_ORDER = ("losses", "realism", "recon", "attribution", "embedding")   # two per row: recon next to attribution
 
 def _history_as_steps(history: list) -> list:
     "Epoch rows of `learn.history` as pseudo per-step loss rows (`train_x` → `x`, plus `iter` and `epoch`)."
@@ -167,21 +305,60 @@ def _history_as_steps(history: list) -> list:
         rows.append(r)
     return rows
 
+def _valid_rows(history: list, offset: int = 0) -> list:
+    "The validation losses of `learn.history` as rows `{valid_loss…: v, iter: step}` (empty without validation)."
+    return [{**{k: v for k, v in h.items() if k.startswith("valid_loss")}, "iter": h.get("train_iter", 0) + offset}
+            for h in history or [] if any(k.startswith("valid_loss") for k in h)]
+
+def _whole_image_views(views):
+    "A copy of a view builder that keeps the whole image upright (no crop, flip or rotation); None if it has no crop to switch off."
+    if not hasattr(views, "scale"): return None
+    v = copy.deepcopy(views)
+    for attr, val in (("scale", (1.0, 1.0)), ("ratio", (1.0, 1.0)), ("max_rotation", 0.0), ("view_rotation", 0.0),
+                      ("shared_flips", False)):
+        if hasattr(v, attr): setattr(v, attr, val)
+    if hasattr(getattr(v, "augment", None), "p_flip"): v.augment.p_flip = 0.0
+    return v
+
+def _u8(x: torch.Tensor, px: int) -> np.ndarray:
+    "`B×1×S×S` in [0, 1] → `uint8 B×px×px` (area-downsampled when smaller): the history's thumbnails."
+    x = x.detach().float().cpu().clamp(0, 1)
+    if x.shape[-1] != px: x = F.interpolate(x, size=(px, px), mode="area")
+    return (x[:, 0] * 255).round().to(torch.uint8).numpy()
+
+def _f(a: np.ndarray) -> torch.Tensor: return torch.from_numpy(a.astype(np.float32) / 255)[:, None]
+
+def _scale_outline(o, f: float):
+    "An outline polyline in pixel coordinates of a `f`× smaller/larger image."
+    if o is None or f == 1: return o
+    sc = lambda v: None if v is None else (v + 0.5) * f - 0.5
+    return [sc(v) for v in o[0]], [sc(v) for v in o[1]]
+
+def _legend_below(fig, height: int | None = None):
+    "Legend under the plot, where plotly's toolbar (top right) cannot cover it."
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, font=dict(size=11)))
+    if height: fig.update_layout(height=height)
+    return fig
+
 class Dashboard:
-    "Live diagnostics of a self-supervised method: losses, realism, reconstructions, embedding and attribution panels."
+    "Live diagnostics of a self-supervised method: losses, realism, reconstructions, attributions and embedding, with a history of every refresh."
     def __init__(self, method, # a Method (DiRA, LD, ACE, ...): needs `.encoder`; `reconstruct`/`discriminator` optional
-                 probes="samples", # B×1×H×W tensor, dataset of (image, label), or "samples" (validation phantoms)
+                 probes="samples", # B×1×H×W tensor, dataset of (image, label), `LesionSet`, or "samples" (validation phantoms)
                  labels=None, # labels of a tensor `probes` (colour of the embedding)
                  label_names: list | None = None, # class names, indexed by label
                  n_probe: int = 64, # size of the fixed probe set
-                 n_show: int = 4, # probe images shown in the reconstruction/realism/attribution panels
-                 reducer: str = "umap", # 'umap' or 'pca'
+                 n_show: int = 4, # probe images shown in the reconstruction/realism/attribution panels (lesions first)
+                 reducer: str = "umap", # 'umap' or 'pca' (fitted once, at the first refresh, then reused)
                  attribution: str = "gradcam", # 'gradcam', 'ig' or 'occlusion'
                  every_steps: int = 0, # refresh every this many steps (0 = by time only)
                  every_seconds: float = 10.0, # refresh every this many seconds (0 = by steps only)
                  slow_every: int = 3, # expensive panels on every this-many-th refresh
                  seed: int = 0, # seed of the probe views (private; the global RNG is untouched)
                  title: str = "DiRA live dashboard", # heading
+                 lesions=None, # lesion ground truth per item of `probes` (masks, box lists, `GroundTruth`, None); found automatically for the sample phantoms
+                 history_size: int = 200, # refreshes kept per panel (evenly thinned beyond)
+                 history_px: int = 128, # side of the images kept in the history (smaller probes are kept as they are)
+                 smoothing: float = 0.6, # EMA smoothing of the loss curves (0 = raw)
                 ):
         if reducer not in REDUCERS: raise ValueError(f"Dashboard: reducer={reducer!r}; choose one of {REDUCERS}")
         if attribution not in ATTRIBUTION_METHODS:
@@ -190,35 +367,60 @@ class Dashboard:
         size = getattr(getattr(method, "config", None), "image_size", None)
         self.probes, self.labels, names = probe_set(probes, n=n_probe, size=size, labels=labels)
         self.label_names = label_names or names
-        self.batch_losses, self.seconds, self.n_updates = [], 0.0, 0
-        self.lock = threading.RLock()   # held by a panel update, and by each step of a background training (`viz.live`)
+        S = self.probes.shape[-1]
+        self.lesions = probe_lesions(probes, n_probe, S, lesions) if lesions is not None or not isinstance(probes, torch.Tensor) else None
+        from dira_nb.viz.attribution import lesion_outline
+        self.outlines = [lesion_outline(g) for g in self.lesions] if self.lesions else [None] * len(self.probes)
+        self.batch_losses, self.valid_losses, self.seconds, self.n_updates = [], [], 0.0, 0
+        self.draw_seconds = 0.0                                   # the part of `seconds` spent building figures
+        self.history, self.history_px = RefreshHistory(history_size), min(int(history_px), S)
+        self.thumbs = _u8(self.probes, self.history_px)
+        self.bases, self.feature_scores = {}, []                 # one fixed embedding map per reducer
+        self.lock = threading.RLock()   # held while panels use the model, and by each step of a background training (`viz.live`)
+        self._draw_lock = threading.RLock()                      # held while panels are drawn (training thread vs. slider)
         self._dirty = set()             # panels whose controls changed while updates were paused
+        self._step, self._offset, self._past_rows, self._past_valid, self._moving = 0, 0, [], [], False
         self._make_views()
-        self._build(title, n_show, reducer, attribution, every_steps, every_seconds, slow_every)
+        self._build(title, n_show, reducer, attribution, every_steps, every_seconds, slow_every, smoothing)
 
     # ----- setup ---------------------------------------------------------------------------------------------------
     def _make_views(self):
-        "Distorted inputs and targets of every probe image, drawn once with a private seed."
-        self.inputs, self.targets = None, None
+        "Distorted inputs and targets of every probe image, drawn once with a private seed: whole images if the views allow."
+        self.inputs, self.targets, self.framing = None, None, None
         views = getattr(self.method, "views", None)
         if not callable(views): return
         try: v = views(self.probes.shape[-1])
         except NotImplementedError: return
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            samples = [v(img) for img in self.probes]
         pair_of = getattr(self.method, "restoration_pair", None)     # the method names its restoration input and target
-        pairs = [pair_of(s) for s in samples] if callable(pair_of) and all(isinstance(s, dict) for s in samples) else []
-        if not pairs or any(p is None for p in pairs): return
-        self.inputs = torch.stack([x for x, _ in pairs]).float()
-        self.targets = torch.stack([t for _, t in pairs]).float()
+        for vv, framing in ((_whole_image_views(v), "whole image"), (v, "training crop")):
+            if vv is None: continue
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                samples = [vv(img) for img in self.probes]
+            pairs = [pair_of(s) for s in samples] if callable(pair_of) and all(isinstance(s, dict) for s in samples) else []
+            if not pairs or any(p is None for p in pairs): return
+            t = torch.stack([t for _, t in pairs]).float()
+            if framing == "whole image" and (t.shape != self.probes.shape or (t - self.probes).abs().max() > 1e-3): continue
+            self.inputs, self.targets, self.framing = torch.stack([x for x, _ in pairs]).float(), t, framing
+            return
 
     def _probe_name(self, i: int) -> str:
         l = int(self.labels[i])
         name = self.label_names[l] if self.label_names and 0 <= l < len(self.label_names) else (str(l) if l >= 0 else "")
         return f"#{i} {name}".strip()
 
-    def _build(self, title, n_show, reducer, attribution, every_steps, every_seconds, slow_every):
+    def _has_lesion(self, i: int) -> bool:
+        if self.lesions: return not self.lesions[i].empty
+        return int(self.labels[i]) > 0
+
+    def default_probes(self, n_show: int) -> tuple:
+        "The first `n_show` probes with a lesion (ground truth, else a label above 0), topped up with the others."
+        n = len(self.probes)
+        first = [i for i in range(n) if self._has_lesion(i)]
+        return tuple(sorted((first + [i for i in range(n) if i not in first])[:min(n_show, n)]))
+
+    def _build(self, title, n_show, reducer, attribution, every_steps, every_seconds, slow_every, smoothing):
+        from dira_nb.viz.embedding import thumbnail_uris, decode_thumbnail
         st = dict(description_width="initial")
         self.every_steps = W.BoundedIntText(value=every_steps, min=0, max=100_000, description="every N steps", style=st,
                                             layout=W.Layout(width="150px"))
@@ -227,36 +429,69 @@ class Dashboard:
         self.slow_every = W.BoundedIntText(value=slow_every, min=1, max=1000, description="slow panels every k-th", style=st,
                                            layout=W.Layout(width="190px"))
         opts = [(self._probe_name(i), i) for i in range(len(self.probes))]
-        self.probe_select = W.SelectMultiple(options=opts, value=tuple(range(min(n_show, len(opts)))), rows=4,
+        self.probe_select = W.SelectMultiple(options=opts, value=self.default_probes(n_show), rows=4,   # the picker's model
                                              description="probes", layout=W.Layout(width="210px"))
         self.attribution = W.Dropdown(options=list(ATTRIBUTION_METHODS), value=attribution, description="attribution",
-                                      layout=W.Layout(width="210px"))
-        self.reducer = W.ToggleButtons(options=list(REDUCERS), value=reducer, description="reducer", style=dict(button_width="60px"))
+                                      layout=W.Layout(width="200px"))
+        self.reducer = W.ToggleButtons(options=list(REDUCERS), value=reducer, description="reducer", style=dict(button_width="56px"))
+        self.refit_button = W.Button(description="refit map", icon="refresh", tooltip="fit the embedding map again on the current features",
+                                     layout=W.Layout(width="110px"))
+        self.smoothing = W.FloatSlider(value=smoothing, min=0, max=0.99, step=0.01, description="smoothing", style=st,
+                                       continuous_update=False, layout=W.Layout(width="240px"))
         self.pause = W.ToggleButton(value=False, description="pause updates", icon="pause", layout=W.Layout(width="140px"))
         self.refresh_button = W.Button(description="refresh now", icon="refresh", layout=W.Layout(width="120px"))
+        self.history_slider = W.IntSlider(value=0, min=0, max=0, description="history", readout=False, continuous_update=False,
+                                          layout=W.Layout(width="420px"))
+        self.history_label = W.HTML()
+        self.live_button = W.Button(description="live", icon="forward", tooltip="follow training again", layout=W.Layout(width="80px"))
+        self.compare = W.ToggleButtons(options=list(COMPARE_MODES), value=COMPARE_MODES[0], style=dict(button_width="100px"),
+                                       tooltips=["the chosen step", "the first refresh next to the chosen step"])
         self.status = W.HTML()
+        # probe picker: a thumbnail and a toggle per probe image (no ctrl-click); `probe_select` holds the choice
+        png = [decode_thumbnail(u) for u in thumbnail_uris(self.probes, size=56)]
+        self._probe_toggles = [W.ToggleButton(value=i in self.probe_select.value, description=name, tooltip=name,
+                                              layout=W.Layout(width="76px", height="24px", padding="0"))
+                               for name, i in opts]
+        cells = [W.VBox([W.Image(value=b, format="png", layout=W.Layout(width="56px", height="56px")), t],
+                        layout=W.Layout(align_items="center", width="80px")) for b, t in zip(png, self._probe_toggles)]
+        for i, t in enumerate(self._probe_toggles): t.observe(lambda ch, i=i: self._on_toggle(i, ch["new"]), "value")
+        self.probe_picker = W.Accordion([W.GridBox(cells, layout=W.Layout(
+            grid_template_columns="repeat(auto-fill, 82px)", grid_gap="2px", max_height="260px", overflow="auto"))])
+        self.probe_picker.selected_index = None
         self.panels = {
             "losses": Panel("losses", "Losses", "every ingredient finite; restoration falls first, discrimination slowly"),
             "realism": Panel("realism", "Realism (discriminator)", "critic(real) above critic(restored), neither stuck at 1 or 0"),
-            "recon": Panel("recon", "Reconstructions", "target · distorted input · restoration · error ×4: errors fade", width="99%"),
-            "embedding": Panel("embedding", "Embedding of the probe set", "labels were never used: do classes separate?"),
-            "attribution": Panel("attribution", "Attribution", "heat on anatomy and lesions, not on borders"),
+            "recon": Panel("recon", "Reconstructions", "target · distorted input · restoration · error ×4: errors fade"),
+            "attribution": Panel("attribution", "Attribution", "heat on anatomy and lesions (green outline), not on borders"),
+            "embedding": Panel("embedding", "Embedding of the probe set", "labels were never used: do classes separate? (fixed map: points move)"),
         }
         extra = getattr(self.method, "dashboard_panels", None)
         self.extra_panels = dict(extra()) if callable(extra) else {}
         for name in self.extra_panels: self.panels[f"extra:{name}"] = Panel(f"extra-{len(self.panels)}", name, "method-specific panel")
         self.attribution.observe(lambda ch: self._on_control(("attribution",)), "value")
         self.reducer.observe(lambda ch: self._on_control(("embedding",)), "value")
-        self.probe_select.observe(lambda ch: self._on_control(("recon", "realism", "attribution")), "value")
+        self.refit_button.on_click(lambda b: self.refit_map())
+        self.probe_select.observe(lambda ch: self._on_probes(), "value")
+        self.smoothing.observe(lambda ch: self._redraw(["losses"]), "value")
         self.pause.observe(lambda ch: self._on_pause(), "value")
         self.refresh_button.on_click(lambda b: self.update("all"))
+        self.history_slider.observe(lambda ch: self._on_slider(), "value")
+        self.live_button.on_click(lambda b: self.show_step(None))
+        self.compare.observe(lambda ch: self._on_compare(), "value")
         self.training_controls = W.HBox([])   # filled by `viz.live.BackgroundTraining` (pause training, stop & save)
-        controls = W.VBox([W.HBox([self.every_steps, self.every_seconds, self.slow_every, self.pause, self.refresh_button]),
-                           W.HBox([self.probe_select, self.attribution, self.reducer]), self.training_controls])
+        controls = W.VBox([
+            W.HBox([self.every_steps, self.every_seconds, self.slow_every, self.pause, self.refresh_button, self.training_controls],
+                   layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.attribution, self.reducer, self.refit_button, self.smoothing], layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.history_slider, self.live_button, self.compare, self.history_label], layout=W.Layout(flex_flow="row wrap")),
+            self.probe_picker])
+        self._sync_probe_title()
         p = self.panels
-        rows = [p[k].widget for k in ("losses", "realism", "recon", "embedding", "attribution")]
-        rows += [p[k].widget for k in p if k.startswith("extra:")]     # one panel per row: figures keep their width
-        self.widget = W.VBox([W.HTML(f"<h3 style='margin:4px 0'>{html.escape(title)}</h3>"), self.status, controls, *rows])
+        keys = [k for k in PANEL_ORDER if k in p] + [k for k in p if k.startswith("extra:")]
+        self.grid = W.GridBox([p[k].widget for k in keys],
+                              layout=W.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))", grid_gap="4px", width="100%"))
+        self.widget = W.VBox([W.HTML(f"<h3 style='margin:4px 0'>{html.escape(title)}</h3>"), self.status, controls, self.grid],
+                             layout=W.Layout(max_width="1500px"))
         self.widget.add_class("dira-dashboard")
         self.set_status("idle")
 
@@ -272,105 +507,216 @@ class Dashboard:
         if l is not None:
             if getattr(l, "stage", None): parts.append(f"stage {l.stage}")
             parts.append(f"epoch {l.epoch + 1}/{l.n_epoch}")
-            parts.append(f"step {l.train_iter}")
+            parts.append(f"step {self.step_now()}")
         if getattr(self, "last_update", None): parts.append(f"last update {self.last_update}")
         parts.append(f"{self.n_updates} refreshes, {self.seconds:.1f} s in the dashboard")
         if self.pause.value:
             waiting = f" ({', '.join(sorted(self._dirty))} will update on resume)" if self._dirty else ""
             parts.append(f"<span style='color:#b60'>updates paused{html.escape(waiting)}</span>")
         if getattr(self, "_status_extra", ""): parts.append(html.escape(self._status_extra))
-        step = l.train_iter if l is not None else ""
+        step = self.step_now() if l is not None else ""
         self.status.value = (f"<div class='dira-status' data-state='{self.state}' data-step='{step}' "
                              f"data-refreshes='{self.n_updates}'>" + " · ".join(parts) + "</div>")
 
-    # ----- computing the panels --------------------------------------------------------------------------------------
+    def step_now(self) -> int:
+        "The training step panels are computed at: the learner's step (continuing across pretraining stages), else the last one seen."
+        if self.learn is not None: self._step = self.learn.train_iter + self._offset
+        return self._step
+
+    # ----- probes ----------------------------------------------------------------------------------------------------
     @property
     def selected(self) -> list:
-        "Indices of the probe images chosen in the `probes` control."
+        "Indices of the probe images chosen in the probe picker."
         return list(self.probe_select.value) or [0]
 
+    def _on_toggle(self, i: int, on: bool):
+        if self._moving: return
+        cur = set(self.probe_select.value)
+        new = tuple(sorted(cur | {i} if on else cur - {i}))
+        if new != tuple(self.probe_select.value): self.probe_select.value = new
+
+    def _sync_probe_title(self):
+        self._moving = True
+        try:
+            for i, t in enumerate(self._probe_toggles):
+                on = i in self.probe_select.value
+                if t.value != on: t.value = on
+                t.button_style = "info" if on else ""
+        finally: self._moving = False
+        names = ", ".join(self._probe_name(i) for i in self.selected)
+        n_les = sum(self._has_lesion(i) for i in range(len(self.probes)))
+        self.probe_picker.set_title(0, f"probe images: {names} — click to choose ({n_les} of {len(self.probes)} with a lesion)")
+
+    def _on_probes(self):
+        self._sync_probe_title()
+        self._on_control(("recon", "realism", "attribution"))
+
+    # ----- computing the panels: each returns a small state (arrays, numbers) and a note ----------------------------
     def _device(self):
         p = next(iter(self.method.parameters()), None)
         return p.device if p is not None else torch.device("cpu")
 
     def _losses(self) -> list:
-        if self.learn is not None: return self.learn.recorder.batch_losses
-        return self.batch_losses
+        "Per-step loss rows of every fit followed so far (steps continue across pretraining stages)."
+        if self.learn is None: return self.batch_losses
+        cur, off = self.learn.recorder.batch_losses, self._offset
+        cur = [dict(r, iter=r.get("iter", 0) + off) for r in cur] if off else cur
+        return self._past_rows + cur if self._past_rows else cur
 
-    def _panel_losses(self, cache):
+    def _valid(self) -> list:
+        if self.learn is None: return self.valid_losses
+        return self._past_valid + _valid_rows(getattr(self.learn, "history", []), self._offset)
+
+    def _compute_losses(self, cache):
+        n = len(self._losses())
+        return {}, f"{n} steps" if n else ""
+
+    def _draw_losses(self, state, mode, ref=None):
         from dira_nb.viz.realism import loss_curves_figure
         rows = self._losses()
-        if not rows: return ["no training steps yet"], ""
+        if not rows: return ["no training steps yet"]
         queue = getattr(self.method, "queue", None)
         chance = {"loss_dis": math.log(queue.size + 1)} if queue is not None else None     # InfoNCE at chance: ln(K+1)
-        return [loss_curves_figure(rows, chance=chance)], f"{len(rows)} steps"
+        fig = loss_curves_figure(rows + self._valid(), chance=chance, smooth=self.smoothing.value, cols=2, raw=True)
+        if mode != "live": fig.add_vline(x=state["step"], line=dict(color="#b60", width=1.5, dash="dot"), row="all", col="all")
+        return [_legend_below(fig)]
 
     def _restorations(self, cache):
-        "Inputs, restorations and targets of the selected probes (cached for one refresh)."
+        "Inputs, restorations and targets of the selected probes as history thumbnails (computed once per refresh)."
         if "recon" not in cache:
             if self.inputs is None or not callable(getattr(self.method, "reconstruct", None)): cache["recon"] = None
             else:
-                idx = torch.as_tensor(self.selected)
-                x, t = self.inputs[idx].to(self._device()), self.targets[idx]
+                idx = self.selected
+                x, t = self.inputs[torch.as_tensor(idx)].to(self._device()), self.targets[torch.as_tensor(idx)]
                 r = self.method.reconstruct(x)
-                cache["recon"] = None if r is None else (x.cpu(), r.detach().float().cpu().clamp(0, 1), t)
+                if r is None: cache["recon"] = None
+                else:
+                    r = r.detach().float().cpu().clamp(0, 1)
+                    cache["recon"] = dict(idx=list(idx), x=_u8(x, self.history_px), r=_u8(r, self.history_px),
+                                          t=_u8(t, self.history_px), mse=float((r - t).pow(2).mean()), rt=(r, t))
         return cache["recon"]
 
-    def _panel_recon(self, cache):
-        rec = self._restorations(cache)
-        if rec is None: return ["this method has no decoder: nothing to restore"], ""
-        x, r, t = rec
-        err = float((r - t).pow(2).mean())
-        rows = recon_rows(x, r, t, n=len(x))
-        fig = recon_figure(rows, titles=[self._probe_name(i) for i in self.selected])
-        return [fig], f"MSE {err:.4f}"
+    def _outlines(self, idx) -> list:
+        f = self.history_px / self.probes.shape[-1]
+        return [_scale_outline(self.outlines[i], f) for i in idx]
 
-    def _panel_realism(self, cache):
-        from dira_nb.viz.realism import realism_history_figure, patch_realism, patch_realism_figure, realism_summary
-        items, note = [], ""
-        rows = self._losses()
-        if rows and any("critic_real" in r for r in rows): items.append(realism_history_figure(rows))
+    def _compute_recon(self, cache):
+        rec = self._restorations(cache)
+        if rec is None: return {"msg": "this method has no decoder: nothing to restore"}, ""
+        state = {k: rec[k] for k in ("idx", "x", "r", "t", "mse")}
+        return state, f"MSE {rec['mse']:.4f} · {self.framing}"
+
+    def _draw_recon(self, state, mode, ref=None):
+        if "msg" in state: return [state["msg"]]
+        rows = recon_rows(_f(state["x"]), _f(state["r"]), _f(state["t"]), n=len(state["idx"]))
+        outl = self._outlines(state["idx"]) if self.framing == "whole image" else None
+        return [recon_figure(rows, titles=[self._probe_name(i) for i in state["idx"]], outlines=outl)]
+
+    def _compute_realism(self, cache):
+        from dira_nb.viz.realism import patch_realism
         disc = getattr(self.method, "discriminator", None)
         rec = self._restorations(cache)
-        if disc is None: items.append("no discriminator in this method/stage (the adversarial term is off)")
-        elif rec is None: items.append("no restorations to judge")
-        else:
-            x, r, t = rec
-            dev = self._device()
-            s = realism_summary(self.method, t.to(dev), r.to(dev))
-            imgs = torch.cat([t, r])
-            maps = patch_realism(disc, imgs.to(dev))
-            items.append(patch_realism_figure(imgs, maps))
-            note = f"critic(real) {s['real']:.2f} · critic(restored) {s['fake']:.2f}"
-        return items, note
+        if disc is None: return {"msg": "no discriminator in this method/stage (the adversarial term is off)"}, ""
+        if rec is None: return {"msg": "no restorations to judge"}, ""
+        r, t = rec["rt"]
+        maps = patch_realism(disc, torch.cat([t, r]).to(self._device()))
+        n = len(t)
+        real, fake = float(maps[:n].mean()), float(maps[n:].mean())
+        state = dict(idx=rec["idx"], t=rec["t"], r=rec["r"], maps=maps.astype(np.float16), real=real, fake=fake)
+        return state, f"critic(real) {real:.2f} · critic(restored) {fake:.2f}"
 
-    def _panel_embedding(self, cache):
-        from dira_nb.viz.embedding import compute_embeddings, reduce_embeddings, embedding_figure
+    def _draw_realism(self, state, mode, ref=None):
+        from dira_nb.viz.realism import realism_history_figure, patch_realism_figure
+        items, rows = [], self._losses()
+        if rows and any("critic_real" in r for r in rows):
+            fig = realism_history_figure(rows, smooth=self.smoothing.value)
+            if mode != "live": fig.add_vline(x=state["step"], line=dict(color="#b60", width=1.5, dash="dot"), row="all", col="all")
+            items.append(_legend_below(fig, 330))
+        if "msg" in state: return items + [state["msg"]]
+        n = len(state["idx"])
+        imgs = np.stack([a for i in range(n) for a in (state["t"][i], state["r"][i])])[:, None]        # real, restored per probe
+        maps = np.stack([m for i in range(n) for m in (state["maps"][i], state["maps"][n + i])]).astype(np.float32)
+        titles = [f"{self._probe_name(j)} {kind}" for j in state["idx"] for kind in ("real", "restored")]
+        fig = patch_realism_figure(imgs.astype(np.float32) / 255, maps, titles=titles)
+        fig.update_annotations(font_size=10)
+        return items + [fig]
+
+    def _basis(self, how: str):
+        from dira_nb.viz.embedding import EmbeddingBasis
+        if how not in self.bases: self.bases[how] = EmbeddingBasis(how, random_state=self.seed)
+        return self.bases[how]
+
+    def refit_map(self):
+        "Fit the current reducer's embedding map again, on the features of the next refresh."
+        self._basis(self.reducer.value).refit()
+        self._on_control(("embedding",))
+
+    def _compute_embedding(self, cache):
+        from dira_nb.viz.embedding import compute_embeddings
         feats = compute_embeddings(self.method, self.probes.to(self._device()))
-        how = self.reducer.value
-        xy = reduce_embeddings(feats, how=how, random_state=self.seed)
-        color = [self._probe_name(i).split(" ", 1)[-1] if self.labels[i] >= 0 else "unlabelled" for i in range(len(self.probes))]
-        hover = [self._probe_name(i) for i in range(len(self.probes))]
-        fig = embedding_figure(xy, color=color, hover=hover)   # hover thumbnails need a JS hook; see `viz.embedding`
-        return [fig], f"{how}, {len(self.probes)} probes, {feats.shape[1]}-d features" + self._feature_score()
+        how, step = self.reducer.value, self.step_now()
+        basis = self._basis(how)
+        xy = basis(feats, step=step)
+        scores, text = self._feature_score()
+        state = dict(xy=xy.astype(np.float32), how=how, fitted_step=basis.fitted_step, fit=basis.n_fits, scores=scores)
+        return state, (f"{how} map fitted at step {basis.fitted_step}, {len(self.probes)} probes, {feats.shape[1]}-d features"
+                       + text)
 
-    def _feature_score(self) -> str:
+    def _feature_score(self) -> tuple:
         "Did the features improve? kNN accuracy and view retrieval on the probe set now, next to the first refresh's."
         from dira_nb.callback.probe import feature_probe
-        if not callable(getattr(self.method, "embed", None)) or len(self.probes) < 2: return ""
+        if not callable(getattr(self.method, "embed", None)) or len(self.probes) < 2: return None, ""
         with quiet_eval(self.method):
             now = feature_probe(self.method.embed, self.probes.to(self._device()), self.labels, seed=self.seed)
-        self.feature_scores = [*getattr(self, "feature_scores", []), now]
+        self.feature_scores = [*self.feature_scores, now]
         first = self.feature_scores[0]
         parts = [f"view retrieval {now['retrieval_top1']:.2f} (first refresh {first['retrieval_top1']:.2f}, "
                  f"chance {now['retrieval_chance']:.2f})"]
         if "knn_acc" in now:
             parts.append(f"kNN accuracy {now['knn_acc']:.2f} (first refresh {first['knn_acc']:.2f}, "
                          f"majority {now['knn_majority']:.2f})")
-        return " · " + " · ".join(parts)
+        return now, " · " + " · ".join(parts)
 
-    def _panel_attribution(self, cache):
-        from dira_nb.viz.attribution import attribute, attribution_figure, embedding_similarity_model
+    def _draw_embedding(self, state, mode, ref=None):
+        from dira_nb.viz.embedding import embedding_figure
+        color = [self._probe_name(i).split(" ", 1)[-1] if self.labels[i] >= 0 else "unlabelled" for i in range(len(self.probes))]
+        hover = [self._probe_name(i) + (" · lesion" if self.lesions and not self.lesions[i].empty else "")
+                 for i in range(len(self.probes))]
+        xy = state["xy"]
+        fig = embedding_figure(xy, color=color, hover=hover, marker_size=7)
+        if ref is not None and ref.get("how") == state["how"]:          # comparing: both maps on the same axes
+            both = np.concatenate([xy, ref["xy"]]); pad = 0.05 * (both.max(0) - both.min(0) + 1e-6)
+            fig.update_xaxes(range=[both[:, 0].min() - pad[0], both[:, 0].max() + pad[0]])
+            fig.update_yaxes(range=[both[:, 1].min() - pad[1], both[:, 1].max() + pad[1]])
+        _legend_below(fig, 400).update_layout(width=None, title=dict(text=f"step {state['step']}", font=dict(size=12)),
+                                              margin=dict(t=30))
+        items = [fig]
+        curve = self._scores_figure(state["step"] if mode != "live" else None)
+        if curve is not None and mode != "compare": items.append(curve)
+        return items
+
+    def _scores_figure(self, marker: int | None = None):
+        "kNN accuracy and view retrieval of the probe set over the training steps (from the embedding history)."
+        import plotly.graph_objects as go
+        pts = [(s["step"], s["scores"]) for s in self.history.series("embedding") if s.get("scores")]
+        if not pts: return None
+        fig = go.Figure()
+        steps = [p for p, _ in pts]
+        fig.add_trace(go.Scatter(x=steps, y=[s["retrieval_top1"] for _, s in pts], mode="lines+markers", name="view retrieval"))
+        if all("knn_acc" in s for _, s in pts):
+            fig.add_trace(go.Scatter(x=steps, y=[s["knn_acc"] for _, s in pts], mode="lines+markers", name="kNN accuracy"))
+            fig.add_hline(y=pts[-1][1]["knn_majority"], line=dict(color="#ff7f0e", dash="dash", width=1),
+                          annotation_text="majority", annotation_position="bottom right")
+        fig.add_hline(y=pts[-1][1]["retrieval_chance"], line=dict(color="#1f77b4", dash="dash", width=1),
+                      annotation_text="chance", annotation_position="bottom right")
+        if marker is not None: fig.add_vline(x=marker, line=dict(color="#b60", width=1.5, dash="dot"))
+        fig.update_layout(height=230, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(range=[0, 1.05], title="probe score"),
+                          xaxis=dict(title="step"), title=dict(text="does the embedding improve?", font=dict(size=12)))
+        return _legend_below(fig)
+
+    def _compute_attribution(self, cache):
+        from dira_nb.viz.attribution import attribute, embedding_similarity_model
+        from dira_nb.eval.localization import pointing_game
         how = self.attribution.value
         idx = self.selected[:4]
         imgs = self.probes[torch.as_tensor(idx)].to(self._device())
@@ -378,19 +724,43 @@ class Dashboard:
         kw = dict(ig=dict(n_steps=16), occlusion=dict(window=max(4, S // 4), stride=max(2, S // 8),
                                                      perturbations_per_eval=16),
                   gradcam=dict(layer="auto")).get(how, {})   # small images: the deepest stage with a few cells
-        heat = attribute(embedding_similarity_model(self.method.encoder), imgs, method=how, **kw)
-        fig = attribution_figure(imgs.cpu(), {how: heat.detach().cpu()}, titles=[self._probe_name(i) for i in idx])
-        return [fig], f"{how} · similarity to own embedding"
+        heat = attribute(embedding_similarity_model(self.method.encoder), imgs, method=how, **kw).detach().cpu()
+        hits, peaks, f = [], [], self.history_px / S
+        for j, i in enumerate(idx):
+            h = heat[j].numpy()
+            y, x = np.unravel_index(int(h.argmax()), h.shape)
+            g = self.lesions[i] if self.lesions else None
+            hit = None if g is None or g.empty or h.max() <= h.min() else bool(pointing_game(h, g)["hit"])
+            hits.append(hit); peaks.append(((x + 0.5) * f - 0.5, (y + 0.5) * f - 0.5))
+        state = dict(idx=list(idx), how=how, heat=_u8(heat[:, None], self.history_px), hits=hits, peaks=peaks)
+        scored = [h for h in hits if h is not None]
+        game = f" · pointing game {sum(scored)}/{len(scored)} lesions hit" if scored else ""
+        return state, f"{how} · similarity to own embedding{game}"
 
-    def _panel_extra(self, name):
+    def _draw_attribution(self, state, mode, ref=None):
+        from dira_nb.viz.attribution import attribution_figure
+        idx = state["idx"]
+        mark = {True: " · hit", False: " · miss", None: ""}
+        titles = [self._probe_name(i) + mark[h] for i, h in zip(idx, state["hits"])]
+        peaks = [(x, y, h) for (x, y), h in zip(state["peaks"], state["hits"])]
+        fig = attribution_figure(self.thumbs[idx].astype(np.float32) / 255, {state["how"]: state["heat"].astype(np.float32) / 255},
+                                 titles=titles, outlines=self._outlines(idx), peaks=peaks)
+        fig.update_annotations(font_size=11)
+        return [fig]
+
+    def _extra(self, name):
         def compute(cache):
             idx = torch.as_tensor(self.selected)
-            return [self.extra_panels[name](self.method, self.probes[idx].to(self._device()))], ""
+            return {"figs": [self.extra_panels[name](self.method, self.probes[idx].to(self._device()))]}, ""
         return compute
 
     def _computer(self, key):
-        if key.startswith("extra:"): return self._panel_extra(key[len("extra:"):])
-        return getattr(self, f"_panel_{key}")
+        if key.startswith("extra:"): return self._extra(key[len("extra:"):])
+        return getattr(self, f"_compute_{key}")
+
+    def _drawer(self, key):
+        if key.startswith("extra:"): return lambda state, mode, ref=None: list(state["figs"])
+        return getattr(self, f"_draw_{key}")
 
     def panel_keys(self, which="all") -> list:
         "Panel keys for `which`: 'fast', 'slow', 'all', one key or a list of keys."
@@ -402,21 +772,102 @@ class Dashboard:
         if bad: raise KeyError(f"Dashboard.update: unknown panel(s) {bad}; panels: {list(self.panels)}")
         return keys
 
+    # ----- drawing: from the history, live or at a chosen step ------------------------------------------------------
+    @property
+    def viewing(self) -> int | None:
+        "The step the panels show (None: live, following training)."
+        return getattr(self, "_viewing", None)
+
+    def _draw(self, key: str, computed: bool = False, seconds: float = 0.0):
+        "Draw panel `key` from its stored state at the viewed step (and its first state next to it when comparing)."
+        p, step = self.panels[key], self.viewing
+        state = self.history.at(key, step)
+        if state is None:
+            if computed: return
+            p.show(["not computed yet"], computed=False); return
+        comparing = self.compare.value == COMPARE_MODES[1] and key != "losses"
+        mode = "compare" if comparing else ("live" if step is None else "history")
+        t0 = time.perf_counter()
+        try:
+            draw = self._drawer(key)
+            if comparing:
+                first = self.history.first(key)
+                left, right = draw(first, mode, ref=state), draw(state, mode, ref=first)
+                left = [f"step {first['step']}"] + left; right = [f"step {state['step']}"] + right
+            else: left, right = draw(state, mode), None
+            p.show(left, step=state["step"], seconds=seconds + (time.perf_counter() - t0), note=state.get("note", ""),
+                   right=right, computed=computed, shown=mode)
+        except Exception as e:
+            p.fail(e, state["step"]); warnings.warn(f"Dashboard panel {key!r} could not be drawn: {type(e).__name__}: {e}")
+        self.draw_seconds += time.perf_counter() - t0
+
+    def _redraw(self, keys=None):
+        "Redraw panels from the history (no model call): after a slider move, a comparison toggle or a smoothing change."
+        t0 = time.perf_counter()
+        with self._draw_lock:
+            for k in (keys or list(self.panels)): self._draw(k)
+        self.seconds += time.perf_counter() - t0
+        self.set_status()
+
+    def show_step(self, step: int | None, # a training step kept in the history (the nearest earlier one is shown); None: live
+                 ) -> None:
+        "Show every panel as it was at `step` (from the history), or follow training again with None."
+        steps = self.history.steps
+        self._viewing = None if step is None or not steps or step >= steps[-1] else int(step)
+        self._sync_slider()
+        self._redraw()
+
+    def _on_slider(self):
+        if self._moving: return
+        steps = self.history.steps
+        if not steps: return
+        i = min(self.history_slider.value, len(steps) - 1)
+        self.show_step(None if i == len(steps) - 1 else steps[i])
+
+    def _sync_slider(self):
+        "Move the slider to the viewed step (the last one when live) without triggering a redraw."
+        steps = self.history.steps
+        self._moving = True
+        try:
+            self.history_slider.max = max(0, len(steps) - 1)
+            v = self.viewing
+            i = len(steps) - 1 if v is None else max(j for j, s in enumerate(steps) if s <= v) if steps and v >= steps[0] else 0
+            self.history_slider.value = max(0, i)
+        finally: self._moving = False
+        live = "live" if self.viewing is None else f"<span style='color:#b60'>showing step {self.viewing}</span>"
+        last = steps[-1] if steps else "–"
+        self.history_label.value = (f"<span class='dira-history' data-viewing='{'' if self.viewing is None else self.viewing}' "
+                                    f"data-steps='{len(steps)}'>{live} · {len(steps)} steps kept (last {last}), "
+                                    f"{self.history.nbytes / 1e6:.1f} MB</span>")
+
+    def _on_compare(self):
+        one = self.compare.value == COMPARE_MODES[0]
+        self.grid.layout.grid_template_columns = "repeat(2, minmax(0, 1fr))" if one else "minmax(0, 1fr)"
+        self._redraw()
+
     def update(self, which="all", # 'fast', 'slow', 'all', a panel key or a list of keys
               ) -> float:
-        "Recompute the chosen panels in eval mode without disturbing training; returns the seconds it took."
+        "Recompute the chosen panels in eval mode without disturbing training, keep them in the history and draw them if live; returns the seconds."
         t0 = time.perf_counter()
-        step = self.learn.train_iter if self.learn is not None else None
-        cache = {}
+        step = self.step_now()
+        cache, done = {}, {}
         with self.lock, quiet_eval(self.method):   # never while a background training step runs
             for key in self.panel_keys(which):
                 p, t1 = self.panels[key], time.perf_counter()
-                try: items, note = self._computer(key)(cache)
+                try:
+                    state, note = self._computer(key)(cache)
+                    self.history.add(key, step, {**state, "note": note})
                 except Exception as e:
                     p.fail(e, step)
                     warnings.warn(f"Dashboard panel {key!r} failed: {type(e).__name__}: {e}")
                     continue
-                p.show(items, step=step, seconds=time.perf_counter() - t1, note=note)
+                done[key] = time.perf_counter() - t1
+        with self._draw_lock:
+            for key, sec in done.items():
+                if self.viewing is None: self._draw(key, computed=True, seconds=sec)
+                else:                                       # the user looks at an older step: count, draw later
+                    p = self.panels[key]; p.count += 1; p.seconds = sec; p._render_header()
+            self._sync_slider()
         dt = time.perf_counter() - t0
         self.seconds += dt; self.n_updates += 1
         self.last_update = datetime.now().strftime("%H:%M:%S")
@@ -428,8 +879,9 @@ class Dashboard:
         return self.update("all")
 
     def _on_control(self, keys):
-        "A control changed: recompute its panels now, or when updates are unpaused."
+        "A control changed: recompute its panels now (and follow training again), or when updates are unpaused."
         if self.pause.value: self._dirty.update(keys); self.set_status(); return
+        if self.viewing is not None: self._viewing = None; self._redraw([k for k in self.panels if k not in keys])
         self.update(list(keys))
 
     def _on_pause(self):
@@ -441,15 +893,20 @@ class Dashboard:
 
     # ----- attaching to training -------------------------------------------------------------------------------------
     def attach(self, learn) -> None:
-        "Follow `learn`: its method (a new one per pretraining stage), losses and progress."
+        "Follow `learn`: its method (a new one per pretraining stage), losses and progress; steps continue after earlier fits."
+        if learn is not self.learn and learn.train_iter < self._step:     # a new learner (next stage): continue the step count
+            self._offset, self._past_rows, self._past_valid = self._step - learn.train_iter, list(self.batch_losses), list(self.valid_losses)
+        elif learn is not self.learn: self._offset, self._past_rows, self._past_valid = 0, list(self.batch_losses), list(self.valid_losses)
         self.learn = learn
         if learn.method is not self.method:
             self.method = learn.method
         self.set_status("training")
 
     def detach(self) -> None:
-        "Stop following the learner, keeping a copy of its per-step losses."
-        if self.learn is not None: self.batch_losses = list(self.learn.recorder.batch_losses)
+        "Stop following the learner, keeping a copy of its per-step and validation losses."
+        if self.learn is not None:
+            self.step_now()
+            self.batch_losses, self.valid_losses = list(self._losses()), list(self._valid())
         self.learn = None
         self.set_status("done")
 
@@ -465,7 +922,9 @@ class Dashboard:
         method = Method.from_checkpoint(path).to("cpu")
         meta = load_checkpoint(path).get("meta", {})
         dash = cls(method, data, **kwargs)
-        dash.batch_losses = _history_as_steps(meta.get("history"))
+        hist = meta.get("history") or []
+        dash.batch_losses, dash.valid_losses = _history_as_steps(hist), _valid_rows(hist)
+        dash._step = int(meta.get("step") or (hist[-1].get("train_iter", 0) if hist else 0))
         dash.source = path
         dash.refresh()
         epoch = meta.get("epoch")

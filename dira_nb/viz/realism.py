@@ -196,11 +196,13 @@ def loss_terms(rows: list, # per-step or per-epoch dicts
 def loss_curves_figure(batch_losses: list, # per-step dicts (`learn.recorder.batch_losses`) or history rows
                        keys: list | None = None, # terms to draw; None = every `loss*` term found
                        x: str | None = None, # x key; None = 'iter', else 'epoch', else the row number
-                       smooth: float = 0.0, # EMA smoothing
+                       smooth: float = 0.0, # EMA smoothing of the per-step (train) curves
                        title: str | None = None, # figure title
                        chance: dict | None = None, # {term: level} dashed reference lines, e.g. {"loss_dis": ln(K+1)}
+                       cols: int = 3, # panels per row
+                       raw: bool = False, # with `smooth` > 0, also draw the unsmoothed values faintly (as TensorBoard)
                       ):
-    "Plotly figure with one panel per loss term, one trace per column (train / valid), and chance lines where given."
+    "Plotly figure with one panel per loss term on a shared step axis, one trace per column (train / valid), and chance lines where given."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     rows = list(batch_losses)
@@ -210,24 +212,31 @@ def loss_curves_figure(batch_losses: list, # per-step dicts (`learn.recorder.bat
         if missing: raise ValueError(f"loss_curves_figure: no column for {missing}; found {list(terms)}")
         terms = {k: terms[k] for k in keys}
     xk = _x_key(rows, x)
-    n = max(len(terms), 1); cols = min(n, 3); nrows = -(-n // cols)
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=list(terms) or ["no loss terms"],
-                        horizontal_spacing=0.08, vertical_spacing=0.18 if nrows > 1 else 0.1)
+    n = max(len(terms), 1); cols = max(1, min(n, cols)); nrows = -(-n // cols)
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=list(terms) or ["no loss terms"], shared_xaxes="all",
+                        horizontal_spacing=0.1, vertical_spacing=0.12 if nrows > 1 else 0.1)
     colors = dict(train="#1f77b4", valid="#ff7f0e")
+    faint, shown = dict(train="rgba(31,119,180,0.25)", valid="rgba(255,127,14,0.25)"), set()
     for i, (term, cols_) in enumerate(terms.items()):
+        r, c = i // cols + 1, i % cols + 1
         for k in cols_:
             xs, ys = _rows_xy(rows, k, xk)
             split = k.split("_", 1)[0] if k.startswith(("train_", "valid_")) else "train"
-            fig.add_trace(go.Scatter(x=xs, y=smooth_ema(ys, smooth), name=split, legendgroup=split, showlegend=(i == 0),
-                                     mode="lines+markers" if len(ys) < 30 else "lines", line=dict(color=colors[split]),
-                                     hovertemplate=f"{k} %{{y:.4g}} at {xk or 'row'} %{{x}}<extra></extra>"),
-                          row=i // cols + 1, col=i % cols + 1)
+            s = smooth if split == "train" else 0.0                  # validation points are already epoch means
+            if raw and s > 0:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=faint[split], width=1), showlegend=False,
+                                         legendgroup=split, hoverinfo="skip"), row=r, col=c)
+            fig.add_trace(go.Scatter(x=xs, y=smooth_ema(ys, s), name=split, legendgroup=split, showlegend=split not in shown,
+                                     mode="lines+markers" if len(ys) < 30 or split == "valid" else "lines", line=dict(color=colors[split]),
+                                     hovertemplate=f"{k} %{{y:.4g}} at {xk or 'row'} %{{x}}<extra></extra>"), row=r, col=c)
+            shown.add(split)
         if chance and term in chance:
             fig.add_hline(y=chance[term], line_dash="dash", line_color="#888888", annotation_text="chance",
-                          annotation_position="bottom left", row=i // cols + 1, col=i % cols + 1)
-    fig.update_xaxes(title_text=xk or "row")
-    fig.update_layout(title=title, height=260 * nrows + 40, width=320 * cols + 40, margin=dict(l=10, r=10, t=60, b=10))
+                          annotation_position="bottom left", row=r, col=c)
+    fig.update_xaxes(title_text=xk or "row", row=nrows)
+    fig.update_layout(title=title, height=220 * nrows + 60, width=320 * cols + 40, margin=dict(l=10, r=10, t=60 if title else 30, b=10))
     return fig
+
 
 # %% ../../nbs/61_viz.realism.ipynb #c024
 def curves_image(batch_losses: list, # rows as for `loss_curves_figure`

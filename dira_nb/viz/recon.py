@@ -13,7 +13,7 @@ from PIL import Image
 from ..callback.core import Callback
 
 # %% auto #0
-__all__ = ['ROW_NAMES', 'recon_rows', 'recon_grid', 'save_png', 'recon_figure', 'ReconstructionSnapshots']
+__all__ = ['ROW_NAMES', 'OUTLINE_ROWS', 'recon_rows', 'recon_grid', 'save_png', 'recon_figure', 'ReconstructionSnapshots']
 
 # %% ../../nbs/60_viz.recon.ipynb #c005
 ROW_NAMES = ("target", "input", "restoration", "error ×4")
@@ -57,20 +57,29 @@ def save_png(img: np.ndarray, # uint8 H×W (gray) or H×W×3 array
     return path
 
 # %% ../../nbs/60_viz.recon.ipynb #c011
+OUTLINE_ROWS = ("target", "restoration")
+
 def recon_figure(rows: np.ndarray, # output of `recon_rows`
                  titles: list | None = None, # optional column titles (e.g. distortion kinds)
+                 outlines: list | None = None, # per column: (xs, ys) lesion outline in pixel coordinates (y down), or None
+                 outline_rows: tuple = OUTLINE_ROWS, # rows (names in `ROW_NAMES`) that get the outline
                 ):
-    "A plotly figure of `rows` with one labelled row per `ROW_NAMES` entry."
+    "A plotly figure of `rows` with one labelled row per `ROW_NAMES` entry (lesion outlines in green where given)."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    R, N = rows.shape[:2]
+    R, N, H = rows.shape[:3]
     fig = make_subplots(rows=R, cols=N, horizontal_spacing=0.01, vertical_spacing=0.02,
                         column_titles=[str(t) for t in titles[:N]] if titles else None, row_titles=list(ROW_NAMES[:R]))
     for r in range(R):
         for c in range(N):
             fig.add_trace(go.Heatmap(z=rows[r, c][::-1], colorscale="gray", zmin=0, zmax=1, showscale=False,
                                      hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>"), row=r + 1, col=c + 1)
-    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False, scaleanchor="x")
+            o = outlines[c] if outlines and c < len(outlines) else None
+            if o is not None and ROW_NAMES[r] in outline_rows and len(o[0]):
+                ys = [None if y is None else H - 1 - y for y in o[1]]          # the heatmap's y axis points up
+                fig.add_trace(go.Scatter(x=o[0], y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                         line=dict(color="#2ca02c", width=1.5)), row=r + 1, col=c + 1)
+    fig.update_xaxes(visible=False, range=[-0.5, rows.shape[3] - 0.5]); fig.update_yaxes(visible=False, scaleanchor="x", range=[-0.5, H - 0.5])
     fig.update_layout(height=120 * R + 40, width=max(400, 110 * N + 80), margin=dict(l=10, r=40, t=40, b=10))
     return fig
 
