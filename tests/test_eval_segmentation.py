@@ -44,7 +44,7 @@ def test_sample_masks_and_short_finetune(samples_dir):
     X, M = load_sample_masks("lesion", "valid", size=32)
     assert X.shape == M.shape == (40, 1, 32, 32)
     assert set(M.unique().tolist()) <= {0.0, 1.0} and M.sum() > 0
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(FileNotFoundError, match="kind 'bones'"):
         load_sample_masks("bones")
     Xl, Ml = load_sample_masks("lung", "train", size=16)
     seg, _ = build_segmentation_unet("random", decoder_channels=(32, 16, 16, 8, 8), seed=0)
@@ -71,3 +71,24 @@ def test_unet_on_ld_and_ace_encoders(tmp_path, samples_dir, method, kw, n_maps):
     assert predict_masks(seg, X[:2]).shape == (2, 1, 32, 32)
     with pytest.raises(ValueError, match=f"encoder '{m.encoder.name}' gives {n_maps} feature maps"):
         build_segmentation_unet(m, decoder_channels=(8,) * (n_maps + 1))
+
+
+def test_masks_of_any_folder_split_and_kind(tmp_path, samples_dir):
+    "load_sample_masks reads any folder (dir=), a 'test' (or 'val') split and any mask kind subfolder."
+    import shutil
+    (tmp_path / "masks" / "heart").mkdir(parents=True); (tmp_path / "img").mkdir()
+    rows = ["image,label,split"]
+    for i, s in enumerate(["train", "val", "test", "test"]):
+        shutil.copy(samples_dir / "images" / f"{i:04d}.png", tmp_path / "img" / f"{i:04d}.png")
+        shutil.copy(samples_dir / "masks" / "lung" / f"{i:04d}.png", tmp_path / "masks" / "heart" / f"{i:04d}.png")
+        rows.append(f"img/{i:04d}.png,0,{s}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    X, M = load_sample_masks("heart", "test", size=16, dir=tmp_path)
+    assert X.shape == M.shape == (2, 1, 16, 16) and M.sum() > 0
+    assert len(load_sample_masks("heart", "valid", size=16, dir=tmp_path)[0]) == 1        # 'val' rows are the validation split
+    assert len(load_sample_masks("heart", dir=tmp_path, size=16)[0]) == 4
+    with pytest.raises(ValueError, match="split must be"):
+        load_sample_masks("heart", "holdout-2", dir=tmp_path)
+    (tmp_path / "masks" / "heart" / "0003.png").unlink()
+    with pytest.raises(FileNotFoundError, match="0003.png"):
+        load_sample_masks("heart", "test", dir=tmp_path)

@@ -350,3 +350,18 @@ def test_cam_layer_has_eight_cells(one_thread):
 def test_table_without_baselines_says_so():
     s = localization_scores(None, torch.zeros(1, 1, 16, 16), [[Box(2, 2, 6, 6)]], heatmaps=np.zeros((1, 16, 16)))
     assert "No baseline rows" in localization_table({"m": s})
+
+
+def test_lesion_set_keeps_real_labels_and_relative_names(tmp_path):
+    d = tmp_path / "data"; (d / "imgs").mkdir(parents=True); (d / "masks" / "lesion").mkdir(parents=True)
+    for i, lab in enumerate(["benign", "malignant", "benign"]):
+        Image.fromarray(np.full((20, 20), 60, np.uint8)).save(d / "imgs" / f"{i}.png")
+        m = np.zeros((20, 20), np.uint8); m[5:10, 5:10] = 255 * (i > 0)
+        Image.fromarray(m).save(d / "masks" / "lesion" / f"{i}.png")
+    (d / "labels.csv").write_text("image,label\n" + "".join(f"imgs/{i}.png,{l}\n" for i, l in enumerate(["benign", "malignant", "benign"])))
+    s = load_lesion_set(d, mask_dir=d / "masks" / "lesion", only_with_gt=False)      # mask files are not taken for images
+    assert s.names == ["imgs/0.png", "imgs/1.png", "imgs/2.png"] and s.labels.tolist() == [0, 1, 0]
+    s2 = load_lesion_set(sorted((d / "imgs").glob("*.png")), mask_dir=d / "masks" / "lesion")
+    assert s2.names == ["1.png", "2.png"] and s2.labels.tolist() == [1, 1]            # no labels.csv beside: lesion present
+    s3 = load_lesion_set(d / "imgs", mask_dir=d / "masks" / "lesion", labels={"0.png": 2, "1.png": 0, "2.png": 1}, only_with_gt=False)
+    assert s3.labels.tolist() == [2, 0, 1]

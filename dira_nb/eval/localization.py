@@ -315,15 +315,23 @@ def load_lesion_set(images, # a folder (searched recursively) or a list of image
                     label: str | None = None, # keep only boxes with this finding label
                     src_shape='file', # size the boxes were drawn on: 'file' (each image's own size), (H, W), int or dict
                     only_with_gt: bool = True, # drop images without any lesion
+                    labels=None, # image labels: {name: label} or one per image; None: the folder's labels.csv if any, else 1 with a lesion, 0 without
+                    root=None, # folder the names of a path list are relative to (None: their common folder)
                    ) -> LesionSet:
-    "Images from a folder or list with their lesion ground truth (boxes scaled, masks resized), e.g. ChestX-ray14 + `BBox_List_2017.csv`."
+    "Images from a folder or list with their lesion ground truth (boxes scaled, masks resized) and real labels, e.g. ChestX-ray14 + `BBox_List_2017.csv`."
     from dira_nb.data.io import list_images, read_image
+    import os
     import torch.nn.functional as F
     if isinstance(images, (str, Path)):
         root = Path(images); paths = list_images(root)
+        if mask_dir is not None and Path(mask_dir).resolve().is_relative_to(root.resolve()):     # masks inside the folder are not images
+            paths = [p for p in paths if not p.resolve().is_relative_to(Path(mask_dir).resolve())]
         names = [p.relative_to(root).as_posix() for p in paths]
     else:
-        paths = [Path(p) for p in images]; names = [str(p) for p in images]
+        paths = [Path(p) for p in images]
+        if not paths: raise ValueError("load_lesion_set: no images")
+        root = Path(root) if root is not None else Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+        names = [p.resolve().relative_to(root.resolve()).as_posix() if p.resolve().is_relative_to(root.resolve()) else str(p) for p in paths]
     if not paths: raise ValueError("load_lesion_set: no images")
     arrays = [read_image(p) for p in paths]
     if size is None and len({a.shape for a in arrays}) > 1:
@@ -337,7 +345,26 @@ def load_lesion_set(images, # a folder (searched recursively) or a list of image
         F.interpolate(torch.from_numpy(arrays[i])[None, None], size=shape, mode='bilinear', antialias=True,
                       align_corners=False).clamp(0, 1) for i in keep])
     if not keep: x = torch.zeros(0, 1, *shape)
-    return LesionSet(x, [gts[i] for i in keep], [names[i] for i in keep], np.ones(len(keep), np.int64))
+    y = _image_labels(labels, names, root, gts)
+    return LesionSet(x, [gts[i] for i in keep], [names[i] for i in keep], y[keep])
+
+def _image_labels(labels, names: list, root, gts: list) -> np.ndarray:
+    "Labels per image: given (dict or sequence), else from `root/labels.csv` (ints, or class names indexed in sorted order), else lesion present (1) / absent (0)."
+    if labels is None and root is not None and (Path(root) / 'labels.csv').is_file():
+        with open(Path(root) / 'labels.csv', newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
+        if rows and 'image' in rows[0] and 'label' in rows[0]:
+            by = {Path(r['image'].strip()).as_posix(): r['label'].strip() for r in rows}
+            if all(n in by for n in names): labels = {n: by[n] for n in names}
+    if labels is None: return np.array([int(not g.empty) for g in gts], np.int64)
+    if isinstance(labels, dict):
+        missing = [n for n in names if n not in labels]
+        if missing: raise KeyError(f"load_lesion_set: no label for image {missing[0]!r} ({len(missing)} without)")
+        labels = [labels[n] for n in names]
+    if len(labels) != len(names): raise ValueError(f"load_lesion_set: {len(labels)} labels for {len(names)} images")
+    try: return np.array([int(v) for v in labels], np.int64)
+    except (TypeError, ValueError):
+        classes = sorted({str(v) for v in labels})
+        return np.array([classes.index(str(v)) for v in labels], np.int64)
 
 # %% ../../nbs/53_eval.localization.ipynb #c032
 def _as_heatmap(heatmap, where: str = 'heatmap') -> np.ndarray:

@@ -81,13 +81,14 @@ def _decoder_widths(enc, decoder_channels, dec) -> tuple:
 def build_segmentation_unet(source="random", # 'random', a Method, a run folder, a checkpoint or backbone file
                             n_classes: int = 1, # mask channels (logits)
                             backbone: str = "resnet18", # architecture for 'random'
+                            in_chans: int = 1, # input channels (3 for colour; a pretrained stem is converted)
                             decoder_channels: tuple | None = None, # one width per encoder map; None: the pretrained decoder's, else the defaults' tail
                             load_decoder: bool = True, # load pretrained decoder weights when the source has them
                             seed: int | None = None, # seed of the freshly initialised parts
                            ) -> tuple[UNet, dict]:
     "A logit-output `UNet` on any `Encoder` (ResNet, LD's VGG, ACE's ViT) with the source's encoder (and U-Net decoder) weights, and a report of what was loaded."
     if seed is not None: seed_everything(seed)
-    enc = load_encoder(source, backbone=backbone)
+    enc = load_encoder(source, backbone=backbone, in_chans=in_chans)
     dec = _decoder_state(source) if load_decoder else None
     unet = UNet(enc, _decoder_widths(enc, decoder_channels, dec), out_chans=n_classes, activation=None)
     report = dict(encoder="random" if isinstance(source, str) and source == "random" else "pretrained", decoder="random")
@@ -97,24 +98,45 @@ def build_segmentation_unet(source="random", # 'random', a Method, a run folder,
     return unet, report
 
 # %% ../../nbs/52_eval.segmentation.ipynb #c015
-def load_sample_masks(kind: str = "lung", # 'lung' or 'lesion'
-                      split: str | None = None, # 'train', 'valid' or None (all)
+_SPLITS = {"train": ("train", "training"), "valid": ("valid", "val", "validation", "dev"), "test": ("test", "testing", "holdout")}
+
+def load_sample_masks(kind: str = "lung", # mask kind: the subfolder of `<dir>/masks/` ('lung', 'lesion', or any of your own)
+                      split: str | None = None, # 'train', 'valid' (or 'val'), 'test', or None (all rows)
                       size: int | None = None, # resize images and masks to size×size (masks: nearest)
-                      dir=None, # sample folder; None = `samples_dir()`
+                      dir=None, # any folder with `labels.csv` (column `image`, optional `split`) and `masks/<kind>/`; None = `samples_dir()`
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    "Images `N×1×H×W` in [0, 1] and binary masks `N×1×H×W` (float 0/1) from `data_samples/masks/<kind>`."
-    from dira_nb.data.phantom import load_samples, samples_dir
-    if kind not in ("lung", "lesion"): raise ValueError(f"load_sample_masks: kind must be 'lung' or 'lesion', got {kind!r}")
+    "Images `N×1×H×W` in [0, 1] and binary masks `N×1×H×W` (float 0/1) from `<dir>/masks/<kind>/`, matched by file name."
+    import csv
+    from dira_nb.data.io import read_image
+    from dira_nb.data.phantom import samples_dir
     d = Path(dir) if dir is not None else samples_dir()
-    ds = load_samples(split=split, size=size, dir=d)
+    md, lab = d / "masks" / kind, d / "labels.csv"
+    if not md.is_dir():
+        have = sorted(p.name for p in (d / "masks").iterdir() if p.is_dir()) if (d / "masks").is_dir() else []
+        raise FileNotFoundError(f"{md}: no mask folder of kind {kind!r} (mask kinds in {d / 'masks'}: {have or 'none'})")
+    if not lab.is_file(): raise FileNotFoundError(f"{lab}: label file not found (needs an 'image' column)")
+    if split is not None and not any(split in v for v in _SPLITS.values()):
+        raise ValueError(f"load_sample_masks: split must be 'train', 'valid', 'test' or None, got {split!r}")
+    with open(lab, newline="", encoding="utf-8-sig") as f: rows = list(csv.DictReader(f))
+    if rows and "image" not in rows[0]: raise ValueError(f"{lab}: no 'image' column (columns: {list(rows[0])})")
+    if split is not None:
+        if rows and "split" not in rows[0]: raise ValueError(f"{lab}: no 'split' column, so split={split!r} cannot be selected")
+        want = next(v for v in _SPLITS.values() if split in v)
+        rows = [r for r in rows if (r.get("split") or "").strip().lower() in want]
+    if not rows: raise ValueError(f"{lab}: no rows{f' in split {split!r}' if split else ''}")
     xs, ms = [], []
-    for i in range(len(ds)):
-        xs.append(ds[i][0])
-        mp = d / "masks" / kind / ds.items[i].name
-        if not mp.exists(): raise FileNotFoundError(f"{mp}: mask of {ds.items[i].name} is missing")
-        m = torch.from_numpy((np.asarray(Image.open(mp)) > 0).astype(np.float32))[None, None]
-        if size is not None and tuple(m.shape[-2:]) != (size, size): m = F.interpolate(m, size=(size, size), mode="nearest")
-        ms.append(m[0])
+    for r in rows:
+        name = Path(r["image"].strip())
+        x = torch.from_numpy(read_image(d / name))[None, None]
+        mp = md / name.name if (md / name.name).exists() else md / (name.stem + ".png")
+        if not mp.exists(): raise FileNotFoundError(f"{md / name.name}: mask of {name.as_posix()} is missing")
+        m = torch.from_numpy((np.asarray(Image.open(mp)) > 0).astype(np.float32))
+        m = (m.amax(-1) if m.ndim == 3 else m)[None, None]
+        if size is not None:
+            if tuple(x.shape[-2:]) != (size, size): x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+            if tuple(m.shape[-2:]) != (size, size): m = F.interpolate(m, size=(size, size), mode="nearest")
+        elif m.shape[-2:] != x.shape[-2:]: raise ValueError(f"{mp}: mask is {tuple(m.shape[-2:])} but its image is {tuple(x.shape[-2:])}; pass size=")
+        xs.append(x[0]); ms.append(m[0])
     return torch.stack(xs), torch.stack(ms)
 
 # %% ../../nbs/52_eval.segmentation.ipynb #c018
