@@ -688,7 +688,7 @@ def evaluate_run(run, # 'random', a run folder, a backbone file or checkpoint (a
                 if d.kind is None: models = {}
             except (ValueError, FileNotFoundError, KeyError) as e:
                 res["tasks"].setdefault("localization", {})[gt_name] = dict(error=str(e)); res["warnings"].append(f"localization ({gt_name}): {e}")
-    if not res["tasks"]:
+    if not res["tasks"] and tasks is None:
         res["warnings"].append("nothing to evaluate: the data has no labels with two classes, no masks and no boxes")
     res["seconds"] = round(time.time() - t_all, 1)
     result = EvalResult(res, extras)
