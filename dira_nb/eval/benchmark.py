@@ -62,7 +62,7 @@ class BenchmarkConfig:
     patience: int = 5                             # stop fine-tuning after this many validations without a better val AUC
     n_boot: int = 2000                            # bootstrap resamples of the paired CIs
     localization: bool = True                     # 'samples' only: Grad-CAM vs lesion masks (needs eval.localization)
-    cam_layer: str = "layer3"                     # ResNet stage for Grad-CAM (other encoders: the map before the deepest)
+    cam_layer: str = "auto"                       # Grad-CAM layer: 'auto' (deepest map with >= 8×8 cells) or a ResNet stage (layer1..layer4)
     segmentation_steps: int = 60                  # 'samples' only: lung-mask U-Net fine-tuning steps (0: skip)
     out: str = "bench/results/quality"            # results folder (units/, runs/, progress.log, quality.*)
     device: str = "auto"
@@ -156,19 +156,24 @@ def _scores(s) -> list:
     return np.round(np.asarray(s, dtype=np.float64), 6).tolist()
 
 def _localization(source, data: dict, cfg: BenchmarkConfig, seed: int) -> dict | None:
-    "Grad-CAM localization of a fully fine-tuned classifier on the sample lesions, scored region-vs-mask."
-    from dira_nb.eval.localization import localization_scores, load_sample_lesions
+    "Grad-CAM localization of a fully fine-tuned classifier on the sample lesions, scored region-vs-mask, with the centre-prior baseline."
+    from dira_nb.eval.localization import localization_scores, load_sample_lesions, localization_baselines
     clf = build_classifier(source, 1, backbone=cfg.backbone, seed=seed)
     finetune_classifier(clf, data["train"], None, None, steps=cfg.finetune_steps, batch_size=cfg.finetune_batch,
                         lr=cfg.finetune_lr, seed=seed, device=cfg.device)
     clf.cpu().eval()
     lesions = load_sample_lesions("valid", size=cfg.image_size, gt="mask")
     body = getattr(clf.encoder, "body", None)
-    layer = getattr(body, cfg.cam_layer) if hasattr(body, cfg.cam_layer) else clf.encoder.feature_modules()[-2]
+    if cfg.cam_layer == "auto": layer = None                       # the deepest map with at least 8×8 cells
+    else: layer = getattr(body, cfg.cam_layer) if hasattr(body, cfg.cam_layer) else clf.encoder.feature_modules()[-2]
     res = localization_scores(clf, lesions, target=0, region="mask", layer=layer)
     s = res["summary"]
+    prior = localization_baselines(lesions, train_gts=load_sample_lesions("train", size=cfg.image_size, gt="mask").gts,
+                                   region="mask")["centre prior"]["summary"]
+    keys = ("pointing_game", "heatmap_auroc", "mean_iou")
     return dict(pointing_game=s["pointing_game"], heatmap_auroc=s["heatmap_auroc"], mean_iou=s["mean_iou"], n=s["n"],
-                n_flat=s.get("n_flat", res.get("n_flat")))
+                n_flat=s.get("n_flat", res.get("n_flat")), layer=res.get("layer"), cam_shape=res.get("cam_shape"),
+                centre_prior={k: prior[k] for k in keys}, gain_over_centre_prior={k: s[k] - prior[k] for k in keys})
 
 def evaluate_encoder(source, # 'random' or a run folder
                      data: dict, # from `benchmark_data`
@@ -580,10 +585,17 @@ def results_markdown(res: dict, # output of `run_benchmark`
         if extra:
             lines += ["### Localization and segmentation (first seed)", "", "| method | pointing game | heatmap AUROC | mean IoU | lung Dice |",
                       "|---|---|---|---|---|"]
+            prior = None
             for m in extra:
                 u = next(iter(d["units"][m].values())); loc = u.get("localization") or {}
+                prior = prior or loc.get("centre_prior")
                 lines.append(f"| {m} | {_cell(loc.get('pointing_game'))} | {_cell(loc.get('heatmap_auroc'))} | "
                              f"{_cell(loc.get('mean_iou'))} | {_cell((u.get('segmentation') or {}).get('dice'))} |")
+            if prior:                                   # the baseline every localization score is read against
+                lines.append(f"| *centre prior (no model)* | {_cell(prior.get('pointing_game'))} | {_cell(prior.get('heatmap_auroc'))} | "
+                             f"{_cell(prior.get('mean_iou'))} | – |")
+                lines += ["", "The centre prior is a Gaussian at the training lesions' mean position and size that looks at no "
+                              "image: a method's heatmap has learned localization only where it beats this row (and random init)."]
             lines.append("")
         if d.get("loss_curves"):
             lines += ["### Pretraining losses", "",
