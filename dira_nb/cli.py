@@ -97,9 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     bm = sub.add_parser("benchmark", help="pretrain random/di/dir/dira (optionally ld, ace) under one budget and compare transfer scores",
                         epilog="Writes quality.md and quality.json (command, hardware, budget, tables) into --out.")
     _add_benchmark_args(bm)
-    ev = sub.add_parser("evaluate", help="linear probe, kNN and fine-tuning of one run's encoder",
-                        epilog="Uses the benchmark's budget flags; results are printed as JSON.")
+    ev = sub.add_parser("evaluate", help="evaluate one encoder: on your data (--data: classification, segmentation, localization) or the package's (--datasets)",
+                        epilog="With --data: tasks follow what the data has (labels; masks/<kind>/ or --seg-masks; masks/lesion/, "
+                               "--lesion-masks or boxes.csv/--boxes), written to OUT/eval.json and OUT/eval.html. Without --data: "
+                               "the package's datasets (--datasets), results printed as JSON. The image size defaults to the run's.")
     ev.add_argument("run", help="a run folder, backbone file or checkpoint ('random' for an untrained encoder)")
+    ev.add_argument("--data", default=None, help="your data: a folder (labels.csv or class subfolders; masks/<kind>/ and boxes.csv beside "
+                    "the images are found), a label CSV (image, label[, split][, patient]) or a MedMNIST-style .npz")
+    ev.add_argument("--seg-masks", default=None, help="folder of segmentation masks named like the images (Dice of a fine-tuned U-Net)")
+    ev.add_argument("--lesion-masks", default=None, help="folder of lesion masks for Grad-CAM localization (with centre-prior and random-init baselines)")
+    ev.add_argument("--boxes", default=None, help="lesion box CSV: ChestX-ray14 (Image Index, Finding Label, Bbox [x,y,w,h]) or image,x0,y0,x1,y1")
+    ev.add_argument("--out", default=None, help="folder for eval.json and eval.html (default: RUN/eval_<data> for a run folder, else ./eval_<run>_<data>)")
+    ev.add_argument("--in-chans", type=int, default=None, help="1 (grey) or 3 (colour); default: the run's")
     _add_benchmark_args(ev, evaluate=True)
     return p
 
@@ -221,7 +230,16 @@ def _cmd_benchmark(args, command: str | None = None) -> int:
 def _cmd_evaluate(args) -> int:
     import torch
     from dira_nb.eval.benchmark import benchmark_data, evaluate_encoder
+    from dira_nb.eval.evaluate import run_info
     if args.threads: torch.set_num_threads(args.threads)
+    if args.data is not None: return _evaluate_data(args)
+    given = [f"--{k.replace('_', '-')}" for k in ("seg_masks", "lesion_masks", "boxes", "out", "in_chans") if getattr(args, k) is not None]
+    if given: raise SystemExit(f"dira-nb evaluate: {', '.join(given)} need(s) --data DIR|CSV|NPZ (your own data)")
+    if args.image_size is None and args.run != "random":
+        size = run_info(args.run).get("image_size")
+        if size:
+            args.image_size = int(size)
+            print(f"evaluate: {size} px, the run's training size (--image-size overrides)", file=sys.stderr)
     cfg = _benchmark_config(args)
     no_scores = lambda r: {**r, "metrics": {k: {kk: v for kk, v in m.items() if kk != "scores"} for k, m in r["metrics"].items()}}
     res = {}
@@ -229,6 +247,42 @@ def _cmd_evaluate(args) -> int:
         data = benchmark_data(ds, cfg)
         res[ds] = [no_scores(evaluate_encoder(args.run, data, cfg, seed=s, with_samples_extras=ds == "samples")) for s in cfg.seeds]
     print(json.dumps(res, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+    return 0
+
+def _default_eval_out(run: str, data: str) -> Path:
+    "RUN/eval_<data> for a run folder, else ./eval_<run>_<data>."
+    name = Path(str(data).rstrip("/")).stem or "data"
+    if Path(run).is_dir(): return Path(run) / f"eval_{name}"
+    return Path(f"eval_{Path(str(run)).stem}_{name}")
+
+def _evaluate_data(args) -> int:
+    "`evaluate RUN --data ...`: every task the data allows, written to eval.json and eval.html."
+    from dira_nb.eval.evaluate import evaluate_run
+    if args.datasets: raise SystemExit("dira-nb evaluate: give --data (your own data) or --datasets (the package's), not both")
+    flags = dict(finetune_steps="finetune_steps", finetune_batch="batch_size", finetune_lr="lr", knn_k="knn_k",
+                 eval_every="eval_every", patience="patience", segmentation_steps="seg_steps", device="device")
+    kw = {name: getattr(args, f) for f, name in flags.items() if getattr(args, f, None) is not None}
+    if args.tiny: kw = {**dict(finetune_steps=4, seg_steps=4, batch_size=8, eval_every=2, patience=1, knn_k=5), **kw}
+    fr = tuple(args.fractions) if args.fractions else ((0.1, 1.0) if args.tiny else (0.01, 0.1, 1.0))
+    out = Path(args.out) if args.out is not None else _default_eval_out(args.run, args.data)
+    res = evaluate_run(args.run, args.data, seg_masks=args.seg_masks, lesion_masks=args.lesion_masks, boxes=args.boxes, out=out,
+                       image_size=args.image_size, in_chans=args.in_chans, seed=(args.seeds or [0])[0], label_fractions=fr,
+                       backbone=args.backbone or "resnet18", tasks=["classification", "segmentation"] if args.no_localization else None, **kw)
+    t = res["tasks"]
+    if "classification" in t:
+        c = t["classification"]
+        lp = c["frozen"]["linear probe"]["model"]; ft = c["finetune"].get("1", {}).get("model", {})
+        print(f"classification ({c['kind']}): linear-probe AUC {lp.get('auc', float('nan')):.3f}"
+              + (f", fine-tuned (100 %) AUC {ft['auc']:.3f}" if ft.get("auc") is not None else ""))
+    for k, s in t.get("segmentation", {}).items():
+        print(f"segmentation {k}: " + (f"Dice {s['models']['model']['dice']:.3f}" if "models" in s else f"skipped ({s['error']})"))
+    for k, l in t.get("localization", {}).items():
+        if "error" in l: print(f"localization ({k}): skipped ({l['error']})"); continue
+        m, p = l["summary"]["model"], l["summary"]["centre prior"]
+        print(f"localization ({k}): pointing game {m['pointing_game']:.3f} (centre prior {p['pointing_game']:.3f}), "
+              f"heatmap AUROC {m['heatmap_auroc']:.3f} (centre prior {p['heatmap_auroc']:.3f})")
+    for w in res["warnings"]: print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {out / 'eval.json'} and {out / 'eval.html'}")
     return 0
 
 def _cmd_export(args) -> int:

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .tvcompat import torchvision   # the guarded import (CPU torch + registry torchvision)
+from torchvision.ops import sigmoid_focal_loss
 
 # %% auto #0
 __all__ = ['info_nce_loss', 'MoCoQueue', 'momentum_update', 'cosine_momentum', 'ema_update', 'barlow_twins_loss', 'simsiam_loss',
@@ -255,11 +257,10 @@ def alpha_balanced_bce(logits: torch.Tensor, # similarity logits, any shape
                        targets: torch.Tensor, # soft targets in [0, 1], same shape
                        alpha: float, # weight of the positive part (ACE: 0.99 decomposition, 0.9 composition)
                       ) -> torch.Tensor:
-    "Mean of `[α·t + (1−α)(1−t)] · BCE(σ(z), t)` (= `sigmoid_focal_loss` with γ = 0)."
+    "Mean of `[α·t + (1−α)(1−t)] · BCE(σ(z), t)`: torchvision's `sigmoid_focal_loss` with γ = 0."
     if logits.shape != targets.shape:
         raise ValueError(f"alpha_balanced_bce: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape")
-    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    return ((alpha * targets + (1 - alpha) * (1 - targets)) * bce).mean()
+    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=0.0, reduction="mean")
 
 def ace_global_loss(student: tuple, # (logits of crop-1 overlap, logits of crop-2 overlap) from the student, `B×K` each
                     teacher: tuple, # the same from the teacher

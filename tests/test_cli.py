@@ -175,3 +175,50 @@ def test_pretrain_refuses_out_inside_data_and_empty_out(tmp_path, capsys):
     assert rc != 0 and "is inside the data folder" in err, err
     rc, _, err = _main(["pretrain", "--data", data, "--out", "", "--quiet"], capsys)
     assert rc != 0 and "must name a run folder" in err, err
+
+
+# ---- issue 15: evaluate any encoder on your own data -----------------------------------------------------------------
+def _own_folder(root, n=30):
+    "A folder of the user's kind: n sample phantoms, labels.csv with a test split, masks/lung, masks/lesion, boxes.csv."
+    import csv, shutil
+    src = REPO / "data_samples"
+    for sub in ("img", "masks/lung", "masks/lesion"): (root / sub).mkdir(parents=True)
+    with open(src / "labels.csv", newline="") as f: rows = list(csv.DictReader(f))[:n]
+    lines, names = ["image,label,split"], set()
+    for i, r in enumerate(rows):
+        name = Path(r["image"]).name; names.add(r["image"])
+        shutil.copy(src / r["image"], root / "img" / name)
+        for k in ("lung", "lesion"): shutil.copy(src / "masks" / k / name, root / "masks" / k / name)
+        lines.append(f"img/{name},{r['label']},{'test' if i % 3 == 0 else 'train'}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    with open(src / "boxes.csv", newline="") as f: boxes = [b for b in csv.DictReader(f) if b["image"] in names]
+    (root / "boxes.csv").write_text("image,x0,y0,x1,y1\n" + "".join(
+        f"img/{Path(b['image']).name},{b['x0']},{b['y0']},{b['x1']},{b['y1']}\n" for b in boxes))
+    return root
+
+
+def test_evaluate_own_data_folder(tmp_path):
+    "`evaluate RUN --data DIR` on a user's folder: every task, eval.json and eval.html, baselines beside localization."
+    d = _own_folder(tmp_path / "xrays")
+    out = tmp_path / "ev"
+    r = _run([_cli(), "evaluate", "random", "--data", str(d), "--tiny", "--image-size", "16", "--threads", "1",
+              "--out", str(out)], REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "wrote" in r.stdout and "centre prior" in r.stdout and "segmentation lung: Dice" in r.stdout
+    res = json.loads((out / "eval.json").read_text())
+    assert set(res["tasks"]) == {"classification", "segmentation", "localization"}
+    assert res["split"]["test"] == 10 and res["split"]["source"] == "column"
+    assert set(res["tasks"]["localization"]) == {"lesion masks", "boxes"}
+    assert "centre prior" in (out / "eval.html").read_text()
+    r = _run([_cli(), "evaluate", "random", "--boxes", "b.csv"], REPO)               # --boxes without --data: a clear error
+    assert r.returncode != 0 and "need(s) --data" in r.stderr
+
+
+def test_evaluate_image_size_defaults_to_the_runs(tmp_path):
+    from dira_nb.methods.core import create_method
+    run = tmp_path / "run"; run.mkdir()
+    create_method("dir", image_size=24, moco_k=16).save_checkpoint(run / "final.pt")
+    r = _run([_cli(), "evaluate", str(run), "--tiny", "--datasets", "samples", "--seeds", "0", "--no-localization",
+              "--segmentation-steps", "0", "--threads", "1"], REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "24 px, the run's training size" in r.stderr

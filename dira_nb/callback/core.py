@@ -7,6 +7,7 @@ Docs: https://dira-nb.github.io/dira_nb/callback.core.html.md"""
 # %% ../../nbs/30_callback.core.ipynb #c003
 from __future__ import annotations
 import re
+from fastcore.basics import camel2snake
 
 # %% auto #0
 __all__ = ['EVENTS', 'CancelBatchException', 'CancelEpochException', 'CancelFitException', 'Callback']
@@ -26,11 +27,6 @@ class CancelFitException(Exception):
     "Raise in a callback to stop training; `after_fit` still runs."
 
 # %% ../../nbs/30_callback.core.ipynb #c014
-def _camel2snake(name: str) -> str:
-    "`CosineLR` → `cosine_lr`, `ProgressBar` → `progress_bar`."
-    s = re.sub(r'(.)([A-Z][a-z]+)', r'\1_\2', name)
-    return re.sub(r'([a-z0-9])([A-Z])', r'\1_\2', s).lower()
-
 class Callback:
     "Base class for training-loop callbacks: override methods named after `EVENTS`; unknown attributes read `self.learn`."
     order: int = 0
@@ -41,7 +37,7 @@ class Callback:
         "snake_case class name without a 'Callback' suffix."
         n = type(self).__name__
         if n.endswith('Callback') and n != 'Callback': n = n[:-len('Callback')]
-        return _camel2snake(n)
+        return camel2snake(n)   # fastcore: `CosineLR` → `cosine_lr`
 
     def __call__(self, event: str):
         "Run the method for `event` (a name from `EVENTS`)."
