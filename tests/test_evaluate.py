@@ -81,6 +81,8 @@ def test_folder_all_tasks_json_and_html(tmp_path):
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") >= 5
     assert "centre prior" in page and "ROC" in page and "Dice" in page and "accuracy vs threshold" in page
     assert not list((tmp_path / "ev").glob("*.tmp"))                                # written atomically, nothing left over
+    ins = res.inspector("boxes", "centre prior")                                    # the inspector opens on the same lesions
+    assert len(ins.images) == 3
 
 
 def test_both_box_layouts_give_the_same_ground_truth(tmp_path):

@@ -547,7 +547,8 @@ def localization_task(classifiers: dict, # {'model': classifier, 'random init': 
                summary={k: r["summary"] for k, r in results.items()})
     k = min(st.n_examples, len(te))
     extras = dict(index=te[:k], images=x[:k], gts=g[:k], heatmaps={n: r["heatmaps"][:k] for n, r in results.items()},
-                  names=[data.names[i] for i in te[:k]], all_images=x, all_gts=g, all_heatmaps={n: r["heatmaps"] for n, r in results.items()})
+                  names=[data.names[i] for i in te[:k]], all_images=x, all_gts=g, all_names=[str(data.names[i]) for i in te],
+                  all_heatmaps={n: r["heatmaps"] for n, r in results.items()})
     return out, extras
 
 # %% ../../nbs/57_eval.evaluate.ipynb #e024
@@ -583,9 +584,11 @@ class EvalResult:
         from dira_nb.eval.inspector import HeatmapInspector
         loc = self.extras.get("localization") or {}
         if not loc: raise ValueError("inspector: this evaluation has no localization (pass lesion_masks= or boxes=)")
-        e = loc[which or next(iter(loc))]
-        names = [str(self.extras.get("names", {}).get(int(i), i)) for i in range(len(e["all_gts"]))]
-        return HeatmapInspector(e["all_images"], e["all_gts"], heatmaps=e["all_heatmaps"][model], names=names)
+        key = which or next(iter(loc))
+        if key not in loc: raise KeyError(f"inspector: no localization {key!r}; this evaluation has {list(loc)}")
+        e = loc[key]
+        if model not in e["all_heatmaps"]: raise KeyError(f"inspector: no heatmaps of {model!r}; rows: {list(e['all_heatmaps'])}")
+        return HeatmapInspector(e["all_images"], e["all_gts"], heatmaps=e["all_heatmaps"][model], names=e["all_names"])
 
 def _plain(o):
     "JSON-able copy: numpy → Python, NaN/inf → None, Paths → str."
