@@ -144,6 +144,9 @@ def test_follows_pretrain_stages_and_reopens_checkpoint(tmp_path):
     assert d.method is res["method"] and d.method is not m0     # the stage-2 model, not the one we started with
     assert d.state == "done" and d.panels["realism"].error is None
     assert len(cb.refreshes) >= 4                                # ≥ 2 steps in each of the two stages
+    its = [r["iter"] for r in d.batch_losses]                    # stage 2 continues the step count of stage 1
+    assert its == sorted(its) and len(set(its)) == len(its) == len(cb.refreshes)
+    assert d.history.steps[-1] == its[-1]
     s = Dashboard.from_checkpoint(res["final"], data="samples", n_probe=8, reducer="pca")
     assert s.state == "checkpoint" and all(s.panels[k].count == 1 and s.panels[k].error is None for k in CORE)
     assert len(s.batch_losses) == 1 and "loss_res" in s.batch_losses[0]

@@ -66,9 +66,10 @@ def text_bundle(msg: str, # plain text shown in place of a figure
 
 def show_figures(out: W.Output, # the widget to fill
                  items: list, # `go.Figure`s and/or strings (messages)
+                 fit_width: bool = False, # figures fill the width of `out` instead of their own fixed width
                 ) -> None:
     "Replace the content of `out` with `items` (figures as plotly bundles, strings as messages)."
-    out.outputs = tuple(text_bundle(i) if isinstance(i, str) else figure_bundle(i) for i in items)
+    out.outputs = tuple(text_bundle(i) if isinstance(i, str) else figure_bundle(i, fit_width=fit_width) for i in items)
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c014
 def _probe_index(n_total: int, n: int) -> np.ndarray:
@@ -188,11 +189,11 @@ class Panel:
 
     def _set(self, left: list, right: list | None):
         self.figures = [i for i in left + (right or []) if not isinstance(i, str)]
-        show_figures(self.out, left)
+        show_figures(self.out, left, fit_width=True)
         if right is None:
             self.out2.outputs, self.out2.layout.display, self.out.layout.width = (), "none", "100%"
         else:
-            show_figures(self.out2, right)
+            show_figures(self.out2, right, fit_width=True)
             self.out2.layout.display, self.out.layout.width = "", "50%"
 
     def show(self, items: list, # figures and/or message strings
@@ -433,7 +434,7 @@ class Dashboard:
                                              description="probes", layout=W.Layout(width="210px"))
         self.attribution = W.Dropdown(options=list(ATTRIBUTION_METHODS), value=attribution, description="attribution",
                                       layout=W.Layout(width="200px"))
-        self.reducer = W.ToggleButtons(options=list(REDUCERS), value=reducer, description="reducer", style=dict(button_width="56px"))
+        self.reducer = W.ToggleButtons(options=list(REDUCERS), value=reducer, description="reducer", style=dict(button_width="64px"))
         self.refit_button = W.Button(description="refit map", icon="refresh", tooltip="fit the embedding map again on the current features",
                                      layout=W.Layout(width="110px"))
         self.smoothing = W.FloatSlider(value=smoothing, min=0, max=0.99, step=0.01, description="smoothing", style=st,
@@ -442,6 +443,7 @@ class Dashboard:
         self.refresh_button = W.Button(description="refresh now", icon="refresh", layout=W.Layout(width="120px"))
         self.history_slider = W.IntSlider(value=0, min=0, max=0, description="history", readout=False, continuous_update=False,
                                           layout=W.Layout(width="420px"))
+        self.history_slider.add_class("dira-history-slider")
         self.history_label = W.HTML()
         self.live_button = W.Button(description="live", icon="forward", tooltip="follow training again", layout=W.Layout(width="80px"))
         self.compare = W.ToggleButtons(options=list(COMPARE_MODES), value=COMPARE_MODES[0], style=dict(button_width="100px"),
@@ -572,12 +574,14 @@ class Dashboard:
         return {}, f"{n} steps" if n else ""
 
     def _draw_losses(self, state, mode, ref=None):
-        from dira_nb.viz.realism import loss_curves_figure
+        from dira_nb.viz.realism import loss_curves_figure, loss_terms
         rows = self._losses()
         if not rows: return ["no training steps yet"]
         queue = getattr(self.method, "queue", None)
         chance = {"loss_dis": math.log(queue.size + 1)} if queue is not None else None     # InfoNCE at chance: ln(K+1)
-        fig = loss_curves_figure(rows + self._valid(), chance=chance, smooth=self.smoothing.value, cols=2, raw=True)
+        fig = loss_curves_figure(rows + self._valid(), chance=chance, smooth=self.smoothing.value, cols=3, raw=True)
+        fig.update_layout(height=190 * math.ceil(max(1, len(loss_terms(rows[-1:] + self._valid()))) / 3) + 70)
+        fig.update_annotations(font_size=11)
         if mode != "live": fig.add_vline(x=state["step"], line=dict(color="#b60", width=1.5, dash="dot"), row="all", col="all")
         return [_legend_below(fig)]
 
@@ -628,7 +632,8 @@ class Dashboard:
     def _draw_realism(self, state, mode, ref=None):
         from dira_nb.viz.realism import realism_history_figure, patch_realism_figure
         items, rows = [], self._losses()
-        if rows and any("critic_real" in r for r in rows):
+        earlier = mode == "compare" and ref is not None and state["step"] < ref["step"]    # the left column: no second copy of the curves
+        if rows and any("critic_real" in r for r in rows) and not earlier:
             fig = realism_history_figure(rows, smooth=self.smoothing.value)
             if mode != "live": fig.add_vline(x=state["step"], line=dict(color="#b60", width=1.5, dash="dot"), row="all", col="all")
             items.append(_legend_below(fig, 330))
@@ -969,7 +974,10 @@ class DashboardCallback(Callback):
 
     def after_batch(self):
         d = self.dashboard
-        if d.pause.value or not self.due(): return
+        if d.pause.value:                                   # panels wait; the status line still shows the step, once a second
+            if time.perf_counter() - getattr(self, "_shown", 0.0) > 1.0: d.set_status(); self._shown = time.perf_counter()
+            return
+        if not self.due(): return
         now = self.clock()
         if self.max_overhead is not None and self.spent > self.max_overhead * (now - self.t_start):
             self.skipped += 1; return

@@ -139,7 +139,9 @@ def patch_realism_figure(images, # `B×1×H×W` images, or {set name: images}
             fig.add_trace(go.Heatmap(z=up[::-1], colorscale="RdYlGn", zmin=0, zmax=1, showscale=(r == 0 and c == B - 1),
                                      colorbar=dict(title="D", len=0.5),
                                      hovertemplate=f"D({k}) %{{z:.2f}}<extra></extra>"), row=2 * r + 2, col=c + 1)
-    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False, scaleanchor="x")
+    fig.update_xaxes(visible=False); fig.update_yaxes(visible=False)
+    for k in range(1, len(row_names) * B + 1):             # square pixels in every cell: each y axis follows its own x axis
+        fig.layout[f"yaxis{'' if k == 1 else k}"].scaleanchor = f"x{'' if k == 1 else k}"
     fig.update_layout(height=115 * len(row_names) + 50, width=max(420, 110 * B + 120), margin=dict(l=10, r=60, t=40, b=10))
     return fig
 

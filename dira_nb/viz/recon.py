@@ -79,7 +79,9 @@ def recon_figure(rows: np.ndarray, # output of `recon_rows`
                 ys = [None if y is None else H - 1 - y for y in o[1]]          # the heatmap's y axis points up
                 fig.add_trace(go.Scatter(x=o[0], y=ys, mode="lines", hoverinfo="skip", showlegend=False,
                                          line=dict(color="#2ca02c", width=1.5)), row=r + 1, col=c + 1)
-    fig.update_xaxes(visible=False, range=[-0.5, rows.shape[3] - 0.5]); fig.update_yaxes(visible=False, scaleanchor="x", range=[-0.5, H - 0.5])
+    fig.update_xaxes(visible=False, range=[-0.5, rows.shape[3] - 0.5]); fig.update_yaxes(visible=False, range=[-0.5, H - 0.5])
+    for k in range(1, R * N + 1):                          # square pixels in every cell: each y axis follows its own x axis
+        fig.layout[f"yaxis{'' if k == 1 else k}"].scaleanchor = f"x{'' if k == 1 else k}"
     fig.update_layout(height=120 * R + 40, width=max(400, 110 * N + 80), margin=dict(l=10, r=40, t=40, b=10))
     return fig
 

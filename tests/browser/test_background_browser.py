@@ -58,6 +58,21 @@ def test_background_training_keeps_the_dashboard_live_and_controllable():
             if snap["state"] == "training": seen.add((snap["panels"]["recon"]["updates"], snap["panels"]["recon"]["hash"]))
             assert time.time() - t0 < 240, f"the dashboard did not refresh during background training: {seen}\n{_errors_in_outputs(page)}"
             time.sleep(0.2)
+        # pause the dashboard's updates: panels stop changing while training (the step counter) goes on
+        page.locator(".dira-dashboard button", has_text="pause updates").click()
+        recon_updates = lambda: page.evaluate(SNAPSHOT_JS)[0]["panels"]["recon"]["updates"]
+        frozen, t1 = recon_updates(), time.time()
+        while True:                                              # a refresh under way when clicking may still land
+            time.sleep(2.0)
+            now = recon_updates()
+            if now == frozen: break
+            frozen = now
+            assert time.time() - t1 < 60, "the panels kept refreshing after 'pause updates'"
+        s0 = _status(page)["step"]
+        page.wait_for_function(f"() => +document.querySelector('.dira-dashboard .dira-status').dataset.step >= {s0 + 4}",
+                               timeout=120_000)
+        assert recon_updates() == frozen, "a panel refreshed while updates were paused"
+        page.locator(".dira-dashboard button", has_text="pause updates").click()
         # pause training with the dashboard's button
         page.locator(".dira-dashboard button", has_text="pause training").click()
         page.wait_for_function("() => document.querySelector('.dira-dashboard .dira-status').innerText.includes('training paused at step')",
@@ -83,5 +98,31 @@ def test_background_training_keeps_the_dashboard_live_and_controllable():
         assert not _errors_in_outputs(page), _errors_in_outputs(page)
         assert (root / "stopped.pt").exists(), "stop & save wrote no checkpoint"
         page.locator(".dira-dashboard").first.screenshot(path=str(ARTIFACTS / "background_dashboard.png"))
+        # a 1500-px-wide screen tall enough for the whole dashboard, for the screenshots
+        box = page.locator(".dira-dashboard").first.bounding_box()
+        page.set_viewport_size({"width": 1500, "height": int(min(5000, max(1000, box["height"] + 300)))})
+        time.sleep(1.0)
+        page.locator(".dira-dashboard").first.screenshot(path=str(ARTIFACTS / "background_dashboard_full.png"))
+        # history: drag the slider to its start; every panel shows the stored first refresh
+        head = page.locator(".dira-dashboard .dira-panel-recon .dira-panel-head")
+        last = int(head.get_attribute("data-step"))
+        track = page.locator(".dira-dashboard .dira-history-slider .noUi-target").first
+        track.scroll_into_view_if_needed()
+        box = track.bounding_box()
+        page.mouse.click(box["x"] + 1, box["y"] + box["height"] / 2)
+        page.wait_for_function("""() => { const h = document.querySelector('.dira-dashboard .dira-panel-recon .dira-panel-head');
+                                     return h && h.dataset.shown === 'history'; }""", timeout=60_000)
+        older = int(head.get_attribute("data-step"))
+        assert older < last, f"the history slider did not show an older step ({older} vs {last})"
+        assert "showing step" in page.locator(".dira-dashboard .dira-history").inner_text()
+        page.locator(".dira-dashboard").first.screenshot(path=str(ARTIFACTS / "background_history.png"))
+        # step 0 | now: two columns of plots in the panels
+        page.locator(".dira-dashboard button", has_text="live").first.click()
+        page.locator(".dira-dashboard button", has_text="step 0 | now").click()
+        page.wait_for_function("""() => { const p = document.querySelector('.dira-dashboard .dira-panel-embedding');
+                                     return p && p.querySelector('.dira-panel-head').dataset.shown === 'compare'
+                                            && p.querySelectorAll('.js-plotly-plot').length >= 2; }""", timeout=60_000)
+        page.locator(".dira-dashboard").first.screenshot(path=str(ARTIFACTS / "background_compare.png"))
         print(f"\nbackground browser test: {len(seen)} recon states while training; paused at step {step}; "
+              f"history slider showed step {older} (last {last}); "
               f"screenshots in {ARTIFACTS}")
