@@ -641,9 +641,9 @@ class Dashboard:
         n = len(state["idx"])
         imgs = np.stack([a for i in range(n) for a in (state["t"][i], state["r"][i])])[:, None]        # real, restored per probe
         maps = np.stack([m for i in range(n) for m in (state["maps"][i], state["maps"][n + i])]).astype(np.float32)
-        titles = [f"{self._probe_name(j)} {kind}" for j in state["idx"] for kind in ("real", "restored")]
+        titles = [f"#{j} {kind}" for j in state["idx"] for kind in ("real", "restored")]        # short: 2 columns per probe
         fig = patch_realism_figure(imgs.astype(np.float32) / 255, maps, titles=titles)
-        fig.update_annotations(font_size=10)
+        fig.update_annotations(font_size=10 if n <= 3 else 9)
         return items + [fig]
 
     def _basis(self, how: str):
