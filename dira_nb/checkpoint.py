@@ -151,6 +151,24 @@ def safe_torch_load(path: str | Path, # a file written by `torch.save`
         raise CheckpointError(f"{path}: not a readable {what} (truncated or corrupt? {type(e).__name__}: {e})") from e
 
 # %% ../nbs/34_checkpoint.ipynb #c013
+def _share_storage(state: dict, # tensors to write (e.g. the backbone under torchvision keys)
+                   pool: dict, # a state dict that may hold the same values under longer keys (e.g. `encoder.body.conv1.weight`)
+                  ) -> dict:
+    "`state` with every tensor that equals the `pool` tensor whose key ends in `.<its key>` replaced by that pool tensor, so `torch.save` stores the data once."
+    by_suffix = {}
+    for k, v in pool.items():
+        if not isinstance(v, torch.Tensor): continue
+        parts = k.split(".")
+        for i in range(1, len(parts)): by_suffix.setdefault(".".join(parts[i:]), []).append(v)
+    out = {}
+    for k, v in state.items():
+        twin = None
+        if isinstance(v, torch.Tensor):
+            twin = next((p for p in by_suffix.get(k, []) if p is v or (p.shape == v.shape and p.dtype == v.dtype
+                         and p.device == v.device and torch.equal(p, v))), None)
+        out[k] = v if twin is None else twin
+    return out
+
 def save_checkpoint(path: str | Path, # where to write (parent folders are created)
                     backbone_state: dict, # encoder weights with clean torchvision keys
                     meta: dict, # method, stage, backbone, in_chans, image_size, ...
@@ -175,6 +193,11 @@ def save_checkpoint(path: str | Path, # where to write (parent folders are creat
     for k, v in (extra or {}).items():
         if k in obj: raise ValueError(f"save_checkpoint: extra entry {k!r} clashes with a standard entry")
         obj[k] = v
+    pool = method_state if method_state is not None else ((extra or {}).get("training_state") or {}).get("method_state")
+    if isinstance(pool, dict):                                  # the encoder and parts are views of the method's weights:
+        obj["backbone_state"] = _share_storage(backbone_state, pool)        # write them once, not twice
+        for k in ("decoder_state", "discriminator_state", "head_state"):
+            if isinstance(obj.get(k), dict): obj[k] = _share_storage(obj[k], pool)
     return _atomic_save(obj, Path(path))
 
 # %% ../nbs/34_checkpoint.ipynb #c015

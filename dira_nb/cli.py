@@ -36,6 +36,7 @@ _HELP = dict(
     num_workers="DataLoader worker processes",
     snapshots="images per reconstruction picture (0: none)",
     checkpoint_every="also write the resume checkpoint every N steps (0: at epoch ends)",
+    keep_stage_checkpoints="also keep best.pt and last.pt of every stage (full weights each; default: final.pt + backbone only)",
     on_nan="stop (checkpoint + clear error) or skip the step when a loss is NaN/Inf",
     skip_bad="skip unreadable or too-small images with a warning (counted in summary.json)",
     precision="fp32, bf16 (autocast) or auto (bf16 where the hardware is fast at it)",
@@ -52,7 +53,8 @@ def _add_pretrain_args(p: argparse.ArgumentParser):
                    help="swap the discriminative ingredient of the chosen method")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
-                   help="continue an interrupted run (its folder or resume.pt; without a value: the --out folder)")
+                   help="continue an interrupted run (its folder or resume.pt; without a value: the --out folder); "
+                        "a finished run is reported as such and nothing is done (exit 0)")
     p.add_argument("--report", action="store_true", help="also write RUN/report/index.html when training ends")
     for f in fields(PretrainConfig):
         if f.name == "options": continue
@@ -171,8 +173,12 @@ def _cmd_pretrain(args) -> int:
         base.setdefault("options", {})
         base["options"] = {**base["options"], "discriminative": None if args.discriminative == "none" else args.discriminative}
     if args.resume is not None:      # the stored run config is the base; only the flags given here may change it
+        from dira_nb.pretrain import RunFinishedError
         given = {k: v for k, v in base.items() if k != "options"}
-        res = pretrain(resume=args.resume, quiet=args.quiet, **given)
+        try: res = pretrain(resume=args.resume, quiet=args.quiet, **given)
+        except RunFinishedError as e:               # nothing to do: a re-queued job that resumes a finished run succeeds
+            print(f"dira-nb pretrain: {e}", file=sys.stderr)
+            return 0
     else:
         try: cfg = PretrainConfig.from_dict(base)
         except ValueError as e: raise SystemExit(f"dira-nb: {e}")
@@ -183,6 +189,7 @@ def _cmd_pretrain(args) -> int:
         fin = {k: round(v, 4) for k, v in s["final"].items() if isinstance(v, float) and k.startswith(("train_loss", "valid_loss"))}
         print(f"  stage {s['stage']:5s} {s['epochs']} epochs in {s['seconds']:.1f}s  {fin}")
     print(f"final checkpoint: {res['final']}\nbackbone: {res['backbone']}")
+    if res["summary"].get("folder_bytes"): print(f"run folder size: {res['summary']['folder_bytes'] / 1e6:.0f} MB")
     for w in res.get("warnings", []): print(f"warning: {w.get('message', w) if isinstance(w, dict) else w}")
     if args.report:
         from dira_nb.report import write_report

@@ -27,11 +27,12 @@ from .callback.guards import DiscriminatorMonitor
 from .viz.recon import ReconstructionSnapshots
 from .callback.perf import MixedPrecision, ChannelsLast, Compile, autocast_supported
 from .distributed import init_distributed, DistributedCallback, ShardedSampler
-from .checkpoint import export_backbone, load_checkpoint, atomic_write, atomic_write_text, remove_stale_temp_files, CheckpointError
+from .checkpoint import export_backbone, load_checkpoint, save_checkpoint, atomic_write, atomic_write_text, remove_stale_temp_files, CheckpointError
 
 # %% auto #0
-__all__ = ['RUN_LOCK', 'RUN_MANIFEST', 'RESUME_FILE', 'RESUME_MUTABLE', 'open_pretraining_data', 'PretrainConfig', 'RunLock',
-           'TrainingInterrupted', 'pretrain']
+__all__ = ['RUN_LOCK', 'RUN_MANIFEST', 'RESUME_FILE', 'RESUME_MUTABLE', 'FINAL_ALIASES', 'open_pretraining_data',
+           'PretrainConfig', 'RunLock', 'TrainingInterrupted', 'save_final', 'RunFinishedError', 'pretrain',
+           'folder_size']
 
 # %% ../nbs/45_pretrain.ipynb #c006
 def _labels_csv_split(src: Path, csv_path: Path, load_size, min_size, skip_bad) -> tuple:
@@ -126,6 +127,7 @@ class PretrainConfig:
     snapshots: int = 8                  # images per reconstruction picture (0 = none)
     options: dict = field(default_factory=dict)  # extra method config, e.g. {"discriminative": "barlow"}
     checkpoint_every: int = 0           # also write the resume checkpoint every N steps (0: at epoch ends only)
+    keep_stage_checkpoints: bool = False  # also keep best.pt / last.pt of every stage (full weights, ~final.pt each); off: final.pt + backbone only
     on_nan: str = "stop"                # NaN/Inf loss: "stop" (checkpoint + clear error) or "skip" the step
     skip_bad: bool = False              # skip unreadable / too-small images with a warning instead of failing
     precision: str = "fp32"             # "fp32", "bf16" (autocast; GPU or a CPU with bf16 units) or "auto" (bf16 where fast)
@@ -175,6 +177,8 @@ class PretrainConfig:
         if self.snapshots < 0: bad("snapshots", "must be ≥ 0")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0: bad("checkpoint_every", "must be an integer ≥ 0")
         if self.on_nan not in ("stop", "skip"): bad("on_nan", "choose 'stop' or 'skip'")
+        if self.keep_stage_checkpoints in (0, 1): self.keep_stage_checkpoints = bool(self.keep_stage_checkpoints)
+        else: bad("keep_stage_checkpoints", "must be true or false")
         if self.precision not in ("fp32", "bf16", "auto"): bad("precision", "choose 'fp32', 'bf16' or 'auto'")
         if self.recipe not in ("budget", "paper"): bad("recipe", "choose 'budget' or 'paper'")
         if not isinstance(self.probe, int) or self.probe < 0 or self.probe == 1: bad("probe", "must be 0 (off) or an integer ≥ 2")
@@ -337,7 +341,7 @@ def _probe_set(ds, cfg: "PretrainConfig") -> tuple:
 
 RESUME_FILE = "resume.pt"
 # settings that may change when a run is resumed (everything else must match the stored run)
-RESUME_MUTABLE = ("out", "device", "num_workers", "snapshots", "checkpoint_every", "on_nan", "skip_bad",
+RESUME_MUTABLE = ("out", "device", "num_workers", "snapshots", "checkpoint_every", "on_nan", "skip_bad", "keep_stage_checkpoints",
                   "precision", "channels_last", "compile", "sync_bn")
 
 def _check_writable(out: Path) -> None:
@@ -375,9 +379,26 @@ def _config_for_resume(ck_meta: dict, config, kwargs: dict, path: Path) -> "Pret
                          + f"; only {list(RESUME_MUTABLE)} may change. Start a new run (another `out`) to change them.")
     return PretrainConfig(**{**asdict(base), **{k: want[k] for k in RESUME_MUTABLE}})
 
-def _atomic_copy(src: Path, dst: Path) -> Path:
-    "Copy a file so that `dst` is either the old or the complete new file."
-    return atomic_write(dst, lambda f: f.write(Path(src).read_bytes()))
+# momentum (key) copies, stored in final.pt as the online weights they follow: needed only to continue training
+FINAL_ALIASES = {"key_encoder.": "encoder.", "key_head.": "head."}
+
+def save_final(method, # the trained method
+               path: str | Path, # where to write (normally RUN/final.pt)
+               extra_meta: dict | None = None, # e.g. epoch, train_iter, history
+              ) -> Path:
+    "Write the method's final weights (no optimiser state); momentum copies (`FINAL_ALIASES`) share the online weights' storage, so every weight is stored once."
+    state, aliased = method.state_dict(), {}
+    for dst, src in FINAL_ALIASES.items():
+        twins = {k: src + k[len(dst):] for k in state if k.startswith(dst)}
+        if twins and all(t in state and state[t].shape == state[k].shape and state[t].dtype == state[k].dtype for k, t in twins.items()):
+            for k, t in twins.items(): state[k] = state[t]
+            aliased[dst.rstrip(".")] = src.rstrip(".")
+    meta = dict(method.meta()); meta.update(extra_meta or {}, kind="final")
+    if aliased: meta["aliased"] = dict(aliased, note="the momentum copies are stored as the online weights (the exact "
+                                        "ones exist only to continue training: resume.pt while the run runs, or the "
+                                        "stages' last.pt with keep_stage_checkpoints=True)")
+    parts = method.checkpoint_parts() if callable(getattr(method, "checkpoint_parts", None)) else {}
+    return save_checkpoint(path, method.encoder.backbone_state_dict(), meta, method_state=state, **parts)
 
 def _speed_callbacks(cfg: "PretrainConfig", device: torch.device, dist_info) -> list:
     "Mixed precision, channels-last, torch.compile and multi-process synchronisation callbacks the config asks for."
@@ -388,8 +409,27 @@ def _speed_callbacks(cfg: "PretrainConfig", device: torch.device, dist_info) -> 
     if cfg.compile: cbs.append(Compile())
     return cbs
 
+class RunFinishedError(FileExistsError):
+    "`resume` named a run folder whose run has finished: there is nothing to continue (the message names its weights)."
+
+def _finished(folder: Path) -> dict | None:
+    "The summary of a finished run in `folder` (`summary.json` says 'finished' and `final.pt` exists), else None."
+    try: s = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError): return None
+    return s if isinstance(s, dict) and s.get("status") == "finished" and (folder / "final.pt").is_file() else None
+
+def _finished_text(folder: Path, s: dict) -> str:
+    "How a finished run describes itself in messages."
+    when = f", {s['finished_at']}" if s.get("finished_at") else ""
+    return (f"{folder} holds a finished run (summary.json: status 'finished'{when}); its weights are {folder / 'final.pt'} "
+            f"and {folder / 'backbone.safetensors'}")
+
 def _refuse_existing_run(out: Path, resume) -> None:
     "Refuse to start a new run in a folder that already holds one (checked while holding the folder's lock)."
+    done = _finished(out)
+    if done is not None:
+        raise FileExistsError(f"{out} already holds a run: {_finished_text(out, done)}. Choose another `out` (or delete "
+                              "the folder) to start a new run")
     if (out / RESUME_FILE).exists():
         raise FileExistsError(f"{out} already holds a run ({out / RESUME_FILE}); pass resume=True to continue it, "
                               "or choose another `out` (or delete the folder) to start over")
@@ -448,6 +488,11 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
     "Run all stages of `config`, writing the run folder (resumably, one writer at a time); returns the final method, histories and paths."
     if kwargs: PretrainConfig(**{**asdict(config or PretrainConfig()), **kwargs})   # validate the overrides early
     out = Path(kwargs.get("out", config.out if config is not None else PretrainConfig.out))
+    if resume is not False and resume is not None:       # a finished run has nothing to continue: say so, touch nothing
+        folder = out if resume is True else (Path(resume) if Path(resume).is_dir() else Path(resume).parent)
+        done = _finished(folder)
+        if done is not None: raise RunFinishedError(f"{_finished_text(folder, done)}; there is nothing to resume. To train "
+                                                    "longer or differently, start a new run in another `out`")
     ck_path = _resume_file(resume, out)
     ck = load_checkpoint(ck_path) if ck_path is not None else None
     if ck is not None:
@@ -524,7 +569,8 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
         if cfg.probe and main: stage_cbs.append(FeatureProbe(*_probe_set(valid if valid is not None and len(valid) >= 2 else train, cfg)))
         if main:                                         # only rank 0 writes files and shows progress
             resume_cb = ResumeCheckpoint(out / RESUME_FILE, every_steps=cfg.checkpoint_every, extra_meta=resume_meta)
-            stage_cbs += [CSVLogger(sdir / "history.csv"), SaveCheckpoint(sdir), resume_cb, _StopOnSignal(stop, resume_cb, out)]
+            stage_cbs += [CSVLogger(sdir / "history.csv"), resume_cb, _StopOnSignal(stop, resume_cb, out)]
+            if cfg.keep_stage_checkpoints: stage_cbs.append(SaveCheckpoint(sdir))    # best.pt / last.pt of every stage
             if cfg.snapshots and getattr(method.config, 'restorative', False): stage_cbs.append(ReconstructionSnapshots(sdir, n=cfg.snapshots))
         if getattr(method, "discriminator", None) is not None: stage_cbs.append(DiscriminatorMonitor())
         if not quiet and main: stage_cbs.append(ProgressBar())
@@ -544,8 +590,9 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
                                       skipped_steps=learn.n_skipped))
         probe_rows = learn.probe_history
     if not main: return dict(method=method, histories=histories, run_dir=out, summary=summary)
-    final = out / "final.pt"
-    _atomic_copy(out / stage / "last.pt", final) if (out / stage / "last.pt").exists() else learn.method.save_checkpoint(final)
+    h = learn.history
+    final = save_final(learn.method, out / "final.pt", extra_meta=dict(epoch=h[-1].get("epoch") if h else None,
+                       train_iter=learn.train_iter, history=[dict(r) for r in h]))
     backbone = export_backbone(final, out / "backbone.safetensors")
     for d in (train, valid):                             # files skipped inside data-loader workers
         if d is not None and callable(getattr(_base_dataset(d), "collect_bad", None)): _base_dataset(d).collect_bad(close=True)
@@ -555,13 +602,32 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
     if getattr(method.config, "discriminative", None) == "moco" or hasattr(method, "queue") and method.queue is not None:
         summary["chance_loss_dis"] = round(math.log(method.queue.size + 1), 4)      # InfoNCE at chance: ln(K+1)
     if probe_rows: summary["features"] = dict(start=probe_rows[0], final=probe_rows[-1], history=probe_rows)
-    summary.update(seconds=round(time.time() - t_all, 2), status="finished", bad_images=len(bad), bad_image_files=bad,
+    summary.update(seconds=round(time.time() - t_all, 2), status="finished", finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+                   bad_images=len(bad), bad_image_files=bad,
                    warnings=run_warnings + [w for st in summary["stages"] for w in st.get("warnings", [])])
-    _write_summary(summary, out)
+    if not cfg.keep_stage_checkpoints:                   # per-stage copies of an earlier part of this run (resumed with the setting off)
+        for s, *_ in stages:
+            for n in ("best.pt", "last.pt"): (out / s / n).unlink(missing_ok=True)
+    _write_summary(summary, out, count_size=True)
+    (out / RESUME_FILE).unlink(missing_ok=True)          # finished: final.pt and the backbone are the run's weights now
     return dict(method=method, histories=histories, run_dir=out, final=final, backbone=backbone, summary=summary,
                 warnings=summary["warnings"])
 
-def _write_summary(summary: dict, out: Path) -> None:
+def folder_size(folder: str | Path, # a run folder
+                exclude: tuple = (), # names relative to `folder` not to count (e.g. files about to be deleted)
+               ) -> int:
+    "Bytes of all files under `folder` (recursively, symlinks not followed), except those named in `exclude`."
+    folder = Path(folder)
+    return sum(p.lstat().st_size for p in folder.rglob("*")
+               if p.is_file() and not p.is_symlink() and p.relative_to(folder).as_posix() not in exclude)
+
+def _write_summary(summary: dict, out: Path, count_size: bool = False) -> None:
+    "Write summary.json atomically; `count_size`: with `folder_bytes`, the run folder's size once the run's own resume.pt and lock are gone (this file included)."
+    if count_size:
+        rest = folder_size(out, exclude=(RESUME_FILE, RUN_LOCK, "summary.json"))
+        summary["folder_bytes"] = rest
+        for _ in range(3):                               # the file's own size, which holds the number
+            summary["folder_bytes"] = rest + len(json.dumps(summary, indent=2, default=float).encode())
     text = json.dumps(summary, indent=2, default=float)
     atomic_write(out / "summary.json", lambda f: f.write(text.encode()))
 

@@ -110,7 +110,7 @@ def test_pretrain_end_to_end(tmp_path):
                                   lr=5e-4, out=str(tmp_path / "run"), options=dict(out_dim=64, hidden_dim=32, bottleneck_dim=16)),
                    quiet=True)
     run = res["run_dir"]
-    for f in ("config.yaml", "ace/history.csv", "ace/last.pt", "final.pt", "summary.json"): assert (run / f).exists(), f
+    for f in ("config.yaml", "ace/history.csv", "final.pt", "summary.json"): assert (run / f).exists(), f
     assert res["backbone"].exists()
     ck = load_checkpoint(run / "final.pt")
     assert ck["meta"]["method"] == "ace" and ck["meta"]["backbone"] == "vit_nano" and "head_state" in ck

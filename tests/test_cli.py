@@ -37,12 +37,19 @@ def test_pretrain_export_info_end_to_end(tmp_path):
     r = _run([_cli(), "pretrain", "--data", str(REPO / "data_samples"), "--out", str(out), "--image-size", "32",
               "--epochs-dir", "1", "--epochs-dira", "1", "--batch-size", "8", "--max-images", "32", "--quiet"], REPO)
     assert r.returncode == 0, r.stdout + r.stderr
-    for f in ["config.yaml", "final.pt", "backbone.safetensors", "resume.pt", "summary.json", "dir/last.pt", "dira/last.pt",
-              "dir/history.csv", "dira/history.csv"]:
+    for f in ["config.yaml", "final.pt", "backbone.safetensors", "summary.json", "dir/history.csv", "dira/history.csv"]:
         assert (out / f).exists(), f"{f} missing; stdout: {r.stdout}"
+    for f in ["resume.pt", "dir/last.pt", "dira/last.pt", "dira/best.pt"]:   # issue 17: a finished run holds its weights once
+        assert not (out / f).exists(), f"{f} kept"
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size <= 1.3 * (out / "final.pt").stat().st_size + (out / "backbone.safetensors").stat().st_size, size
+    assert size < 150e6 and f"run folder size: {size / 1e6:.0f} MB" in r.stdout, (size, r.stdout)    # ResNet-18: about 110 MB
     assert list((out / "dira").glob("recon_epoch_*.png")), "no reconstruction pictures"
     summary = json.loads((out / "summary.json").read_text())
-    assert [s["stage"] for s in summary["stages"]] == ["dir", "dira"]
+    assert [s["stage"] for s in summary["stages"]] == ["dir", "dira"] and summary["folder_bytes"] == size
+    r = _run([_cli(), "pretrain", "--resume", str(out), "--quiet"], REPO)         # finished: said plainly, nothing done
+    assert r.returncode == 0 and "holds a finished run" in r.stderr and "nothing to resume" in r.stderr, r.stdout + r.stderr
+    assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) == size
     hist = (out / "dira" / "history.csv").read_text().splitlines()
     assert "train_loss_adv" in hist[0] and len(hist) == 2
 
@@ -58,9 +65,9 @@ def test_pretrain_export_info_end_to_end(tmp_path):
 
     # a config.yaml re-runs, and a flag overrides it
     r = _run([_cli(), "pretrain", "--config", str(out / "config.yaml"), "--out", str(tmp_path / "rerun"),
-              "--method", "r", "--epochs", "1", "--quiet"], REPO)
+              "--method", "r", "--epochs", "1", "--keep-stage-checkpoints", "--quiet"], REPO)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (tmp_path / "rerun" / "r" / "last.pt").exists()
+    assert (tmp_path / "rerun" / "r" / "last.pt").exists() and (tmp_path / "rerun" / "r" / "best.pt").exists()
 
 
 def test_clear_errors(tmp_path):

@@ -37,6 +37,11 @@ def test_report_is_self_contained(run_dir):
     for n in names:
         a = np.array(Image.open(path.parent / n))
         assert a.size > 0 and a.std() > 0, n                            # not a blank image
+    assert "run folder at the end of training" in body
+    # issue 17: weights once (final.pt + backbone), the rest (history, pictures, report) small beside them
+    size = lambda d: sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+    final, backbone = (run_dir / "final.pt").stat().st_size, (run_dir / "backbone.safetensors").stat().st_size
+    assert size(run_dir) <= 1.3 * final + backbone + size(path.parent), (size(run_dir), final, backbone, size(path.parent))
 
 
 def test_report_custom_out_pca_and_method_panels(run_dir, tmp_path, monkeypatch):

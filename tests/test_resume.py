@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from dira_nb.tvcompat import torchvision
 from dira_nb.models.encoders import ResNetEncoder, register_encoder
-from dira_nb.pretrain import pretrain, PretrainConfig
+from dira_nb.pretrain import pretrain, PretrainConfig, RunFinishedError
 from dira_nb.callback.core import Callback
 from dira_nb.checkpoint import load_checkpoint, CheckpointError
 
@@ -57,6 +57,22 @@ def same_params(a, b):
     return [k for k in sa if not torch.equal(sa[k], sb[k])]
 
 
+class CrashAfterFit(Callback):
+    "A kill after the last epoch's resume checkpoint, before final.pt is written."
+    order = 300
+    def after_fit(self):
+        if self.learn.stage == "dira": raise Crash("after the last epoch")
+
+
+@pytest.fixture(scope="module")
+def unfinished(tmp_path_factory):
+    "A run folder whose resume.pt holds the end of training but which never wrote final.pt (copy it before resuming)."
+    out = tmp_path_factory.mktemp("unfinished") / "run"
+    with pytest.raises(Crash):
+        pretrain(PretrainConfig(out=str(out), checkpoint_every=1, **CFG), cbs=[CrashAfterFit()], quiet=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "run"
@@ -92,8 +108,8 @@ def test_resume_from_epoch_end_redoes_lost_steps(reference, tmp_path):
     assert same_params(reference["method"], res["method"]) == []
 
 
-def test_resume_state_holds_everything(reference):
-    ck = load_checkpoint(reference["run_dir"] / "resume.pt")
+def test_resume_state_holds_everything(unfinished):
+    ck = load_checkpoint(unfinished / "resume.pt")
     ts = ck["training_state"]
     assert set(ts["optimizer_state"]) == {"G", "D"}
     keys = set(ts["method_state"])
@@ -102,15 +118,58 @@ def test_resume_state_holds_everything(reference):
     assert {"python", "numpy", "torch"} <= set(ts["rng"])
     assert ts["loop"]["epoch"] == 1 and ts["loop"]["iter_done"] == 0                # stage dira finished
     assert ck["meta"]["stage"] == "dira" and ck["meta"]["stage_index"] == 1
-    assert "recorder" in ts["callbacks"] and "save_checkpoint" in ts["callbacks"]
+    assert "recorder" in ts["callbacks"]
+    assert "optimizer_state" not in ck and ck["meta"]["kind"] == "resume"       # optimiser state only inside training_state
 
 
-def test_resume_refuses_changed_settings_and_overwrites(reference, tmp_path):
+def test_resume_after_the_last_epoch_finishes_the_folder(unfinished, reference, tmp_path):
+    "Killed between the last epoch and final.pt: resuming trains nothing, writes final.pt and the backbone, deletes resume.pt."
+    out = tmp_path / "run"
+    shutil.copytree(unfinished, out)
+    assert not (out / "final.pt").exists() and (out / "resume.pt").exists()
+    res = pretrain(resume=True, out=str(out), quiet=True)
+    assert same_params(reference["method"], res["method"]) == []
+    assert (out / "final.pt").exists() and (out / "backbone.safetensors").exists() and not (out / "resume.pt").exists()
+    assert res["summary"]["status"] == "finished"
+
+
+def test_a_finished_run_holds_its_weights_once(reference):
+    "Issue 17: no resume.pt, no per-stage copies, no optimiser state; the backbone and momentum copies share storage."
     run = reference["run_dir"]
+    assert not (run / "resume.pt").exists() and not list(run.glob("*/best.pt")) and not list(run.glob("*/last.pt"))
+    ck = load_checkpoint(run / "final.pt")
+    assert "optimizer_state" not in ck and "training_state" not in ck
+    ms = ck["method_state"]
+    ptr = lambda t: t.untyped_storage().data_ptr()
+    assert ptr(ms["key_encoder.body.conv1.weight"]) == ptr(ms["encoder.body.conv1.weight"]) == ptr(ck["backbone_state"]["conv1.weight"])
+    total = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+    assert reference["summary"]["folder_bytes"] == total, (reference["summary"]["folder_bytes"], total)
+    assert total < 1.3 * (run / "final.pt").stat().st_size + (run / "backbone.safetensors").stat().st_size
+
+
+def test_keep_stage_checkpoints_keeps_best_and_last(tmp_path):
+    res = pretrain(PretrainConfig(out=str(tmp_path / "run"), keep_stage_checkpoints=True, **CFG), quiet=True)
+    run = res["run_dir"]
+    for f in ("dir/best.pt", "dir/last.pt", "dira/best.pt", "dira/last.pt"): assert (run / f).exists(), f
+    last = load_checkpoint(run / "dira" / "last.pt")           # the exact momentum encoder, unlike final.pt
+    assert not torch.equal(last["method_state"]["key_encoder.body.conv1.weight"], last["method_state"]["encoder.body.conv1.weight"])
+    assert not (run / "resume.pt").exists()
+    assert res["summary"]["folder_bytes"] == sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+
+
+def test_resume_refuses_changed_settings_and_overwrites(reference, unfinished, tmp_path):
     with pytest.raises(ValueError, match="cannot resume with changed settings lr"):
-        pretrain(resume=True, out=str(run), lr=0.5, quiet=True)
+        pretrain(resume=True, out=str(unfinished), lr=0.5, quiet=True)
     with pytest.raises(FileExistsError, match="already holds a run"):
+        pretrain(PretrainConfig(out=str(unfinished), **CFG), quiet=True)
+    run = reference["run_dir"]
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    for how in (True, run, run / "resume.pt"):      # a finished run: nothing to resume, said plainly, nothing touched
+        with pytest.raises(RunFinishedError, match=r"holds a finished run .*final.pt.*nothing to resume"):
+            pretrain(resume=how, out=str(run), quiet=True)
+    with pytest.raises(FileExistsError, match="already holds a run: .* finished run"):
         pretrain(PretrainConfig(out=str(run), **CFG), quiet=True)
+    assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
     with pytest.raises(CheckpointError, match="no resume checkpoint"):
         pretrain(resume=tmp_path / "nothing_here", quiet=True)
 
@@ -145,8 +204,11 @@ def test_a_finished_run_is_never_overwritten_even_without_resume_pt(reference, t
     "Issue 16: deleting resume.pt must not let the next run on that folder silently replace a finished run."
     out = tmp_path / "done"
     shutil.copytree(reference["final"].parent, out)
-    (out / "resume.pt").unlink()
+    assert not (out / "resume.pt").exists()                                 # a finished run deletes it (issue 17)
     before = (out / "final.pt").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a run: .*final.pt"):
+        pretrain(PretrainConfig(out=str(out), **CFG), quiet=True)
+    (out / "summary.json").unlink()                                         # not even recognisable as finished
     with pytest.raises(FileExistsError, match="already holds run files .*final.pt"):
         pretrain(PretrainConfig(out=str(out), **CFG), quiet=True)
     assert (out / "final.pt").read_bytes() == before
