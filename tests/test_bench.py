@@ -63,3 +63,34 @@ def test_quality_scripts_parse_with_the_benchmark_flags():
     assert cfg.device == "cuda" and cfg.pretrain_steps > cpu.pretrain_steps and len(cfg.seeds) >= len(cpu.seeds)
     assert len(cfg.random_seeds) >= 3 and cfg.image_size == 28 and set(cpu.methods) <= set(cfg.methods)
     assert "run_benchmark_cli" in (root / "quality.py").read_text()
+
+
+def test_gpu_check_dry_run_exercises_every_section(tmp_path):
+    "bench/gpu_check.py --dry-run (CPU, tiny sizes) runs every section — eager and compiled throughput with FLOPs and MFU, "
+    "bf16/fp32 parity, pretraining + probe vs random init — and writes JSON + markdown named after the device."
+    import subprocess, sys
+    from dira_nb.callback.perf import gpu_bf16_peak_tflops
+    assert gpu_bf16_peak_tflops("NVIDIA H200") == gpu_bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert gpu_bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and gpu_bf16_peak_tflops("Some Future GPU") is None
+    gpu = BENCH.parent / "gpu_check.sh"
+    assert gpu.stat().st_mode & 0o111 and "bench/gpu_check.py" in gpu.read_text() and "timeout" in gpu.read_text()
+    r = subprocess.run([sys.executable, str(BENCH.parent / "gpu_check.py"), "--dry-run", "--peak-tflops", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    [js] = list(tmp_path.glob("dry_run_*.json"))
+    res = json.loads(js.read_text())
+    for sec in ("throughput_eager", "throughput_compiled", "parity", "learns"):
+        assert "error" not in res[sec] and "skipped" not in res[sec], (sec, res[sec])
+    rows = res["throughput_eager"]["rows"] + res["throughput_compiled"]["rows"]
+    assert [(x["batch"], x["compiled"]) for x in rows] == [(2, False), (4, False), (2, True), (4, True)]
+    for x in rows:
+        assert x["images_per_s"] > 0 and x["flops_per_step"] > 0 and 0 < x["mfu"] and x["peak_bf16_tflops"] == 1.0
+    assert "Compile" in rows[-1]["callbacks"] and "MixedPrecision" in rows[0]["callbacks"]
+    assert rows[1]["flops_per_step"] == 2 * rows[0]["flops_per_step"]              # FLOPs scale with the batch
+    p = res["parity"]
+    assert len(p["curves"]["fp32"]) == len(p["curves"]["bf16"]) == p["steps"] and p["curves"]["fp32"] != p["curves"]["bf16"]
+    assert p["terms"]["loss"]["finite"] and isinstance(p["within_tolerance"], bool)
+    l = res["learns"]
+    assert 0 <= l["pretrained"]["linear_auc"] <= 1 and len(l["random_init"]) == 2 and isinstance(l["learns"], bool)
+    md = js.with_suffix(".md").read_text()
+    assert "dry run" in md and "| batch | compiled |" in md and "bf16 vs fp32" in md and "random init (seed 1)" in md
