@@ -53,20 +53,20 @@ class ProgressBar(Callback):
         self.bar = None
 
 # %% ../../nbs/33_callback.progress.ipynb #c012
+def _csv_text(header: list, rows: list) -> str:
+    "The CSV text of `rows` under `header` (missing cells empty)."
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=header, restval=''); w.writeheader(); w.writerows(rows)
+    return buf.getvalue()
+
 def _append_csv_row(path: Path, row: dict):
-    "Append `row` to the CSV at `path`, extending the header (and rewriting the file) if it has new keys."
-    if not path.exists() or path.stat().st_size == 0:
-        with path.open('w', newline='') as f:
-            w = csv.DictWriter(f, fieldnames=list(row)); w.writeheader(); w.writerow(row)
-        return
-    with path.open(newline='') as f: header = next(csv.reader(f), [])
-    new = [k for k in row if k not in header]
-    if not new:
-        with path.open('a', newline='') as f: csv.DictWriter(f, fieldnames=header, restval='').writerow(row)
-        return
-    with path.open(newline='') as f: rows = list(csv.DictReader(f))
-    with path.open('w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=header + new, restval=''); w.writeheader(); w.writerows(rows + [row])
+    "Add `row` to the CSV at `path` by rewriting the whole file atomically (a crash leaves the previous file), extending the header if the row has new keys."
+    header, rows = [], []
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline='', encoding='utf-8') as f:
+            r = csv.DictReader(f); rows = list(r); header = list(r.fieldnames or [])
+    header += [k for k in row if k not in header]
+    atomic_write(path, lambda f: f.write(_csv_text(header, rows + [row]).encode('utf-8')))
 
 class CSVLogger(Callback):
     "Append one row per epoch (the `learn.history` entry) to the CSV file `fname`."
@@ -88,17 +88,14 @@ class CSVLogger(Callback):
         keys = list(dict.fromkeys(k for r in rows for k in r))
         if not rows:
             self.path.unlink(missing_ok=True); return
-        def write(f):
-            t = io.TextIOWrapper(f, newline='', encoding='utf-8')
-            w = csv.DictWriter(t, fieldnames=keys, restval=''); w.writeheader(); w.writerows(rows); t.flush(); t.detach()
-        atomic_write(self.path, write)
+        atomic_write(self.path, lambda f: f.write(_csv_text(keys, rows).encode('utf-8')))
 
     def after_epoch(self):
         if self.learn.history: _append_csv_row(self.path, self.learn.history[-1])
 
     def read(self) -> list[dict]:
         "The logged rows, as dicts of strings."
-        with self.path.open(newline='') as f: return list(csv.DictReader(f))
+        with self.path.open(newline='', encoding='utf-8') as f: return list(csv.DictReader(f))
 
 # %% ../../nbs/33_callback.progress.ipynb #c016
 class SaveCheckpoint(Callback):
