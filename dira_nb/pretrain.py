@@ -87,6 +87,8 @@ def open_pretraining_data(data: str | Path = "samples", # "samples", an image fo
         else: train, valid = ImageDataset(read_label_csv(src / "labels.csv", label_col=None, root=src)[0], size=load_size, **kw), None
     elif src.is_dir(): train, valid = ImageDataset.from_folder(src, size=load_size, **kw), None
     else: raise ValueError(f"{src}: expected 'samples', an image folder, a .csv or a .npz file")
+    for d in (train, valid):                             # pretraining ignores labels: multi-label (N×C) items become unlabelled
+        if d is not None and getattr(d, "labels", None) is not None and d.labels.ndim == 2: d.labels = None
     if valid is None and valid_pct > 0:
         tr, va = split_indices(len(train), valid_pct=valid_pct, seed=seed)
         train, valid = Subset(train, tr.tolist()), Subset(train, va.tolist())

@@ -295,12 +295,12 @@ def test_load_npz_variants_and_errors(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "m.npz", train_images=rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8),
              train_labels=np.arange(5)[:, None] % 2, test_images=rng.random((3, 4, 4)).astype(np.float32),
-             test_labels=np.zeros(3), bad_images=np.zeros((2, 4, 4), np.uint8), bad_labels=np.zeros((2, 3)))
+             test_labels=np.zeros(3), bad_images=np.zeros((2, 4, 4), np.uint8), bad_labels=np.zeros((2, 3, 2)))
     x, y = load_npz(tmp_path / "m.npz")
     assert x.shape == (5, 4, 4) and x.dtype == np.uint8 and y.tolist() == [0, 1, 0, 1, 0]
     xt, _ = load_npz(tmp_path / "m.npz", "test")
     assert xt.dtype == np.uint8 and xt.max() > 100  # float [0, 1] images scaled to 0..255
-    with pytest.raises(ImageReadError, match="single-label"):
+    with pytest.raises(ImageReadError, match=r"m.npz: bad_labels must be N or N×1 \(single-label\) or N×C 0/1 \(multi-label\)"):
         load_npz(tmp_path / "m.npz", "bad")
     np.savez(tmp_path / "only.npz", train_images=np.zeros((2, 4, 4), np.uint8))
     with pytest.raises(ImageReadError, match=r"only.npz.*\['train_labels'\]"):
@@ -411,3 +411,43 @@ def test_train_valid_split(pneumonia_npz):
     assert abs(ds.labels[va.indices].mean() - ds.labels.mean()) < 0.01  # stratified by labels
     x, y = va[0]
     assert x.shape == (1, 28, 28) and y == ds.labels[va.indices[0]]
+
+
+def _chestmnist_like(path, n=24, size=20, seed=0):
+    "A ChestMNIST-layout .npz: grey images and N×14 0/1 finding labels for train/val/test, with label_names."
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, k in (("train", n), ("val", 8), ("test", 8)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (k, size, size), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (rng.random((k, 14)) < 0.25).astype(np.uint8)
+    np.savez(path, label_names=np.array([f"finding{i}" for i in range(14)]), **arrays)
+    return arrays
+
+
+def test_multilabel_npz_keeps_the_matrix(tmp_path):
+    "Issue 16: a ChestMNIST-style N×14 npz is read, not refused; labels stay a 0/1 matrix, items carry their row."
+    arr = _chestmnist_like(tmp_path / "chest.npz")
+    x, y = load_npz(tmp_path / "chest.npz", "test")
+    assert y.shape == (8, 14) and y.dtype == np.int64 and np.array_equal(y, arr["test_labels"])
+    ds = ImageDataset.from_npz(tmp_path / "chest.npz", "train", size=16)
+    assert ds.multilabel and ds.labels.shape == (24, 14) and ds.class_names == [f"finding{i}" for i in range(14)]
+    img, lab = ds[5]
+    assert img.shape == (1, 16, 16) and lab.dtype == torch.int64 and lab.tolist() == arr["train_labels"][5].tolist()
+    xb, yb = next(iter(torch.utils.data.DataLoader(ds, batch_size=6)))
+    assert xb.shape == (6, 1, 16, 16) and yb.shape == (6, 14)
+    from dira_nb.eval.features import dataset_arrays, label_kind
+    X, Y = dataset_arrays(ds)
+    assert Y.shape == (24, 14) and label_kind(Y) == "multilabel"
+    np.savez(tmp_path / "bad.npz", train_images=np.zeros((3, 8, 8), np.uint8), train_labels=np.array([[0, 3], [1, 0], [0, 0]]))
+    with pytest.raises(ImageReadError, match=r"bad.npz: train_labels is an N×2 matrix with values other than 0 and 1"):
+        load_npz(tmp_path / "bad.npz")
+
+
+def test_pretraining_on_a_multilabel_npz_ignores_the_labels(tmp_path):
+    from dira_nb.pretrain import open_pretraining_data, pretrain, PretrainConfig
+    _chestmnist_like(tmp_path / "chest.npz", size=16)
+    train, valid = open_pretraining_data(tmp_path / "chest.npz")
+    assert len(train) == 24 and len(valid) == 8 and train[0][1] == -1 and valid[0][1] == -1
+    res = pretrain(PretrainConfig(data=str(tmp_path / "chest.npz"), out=str(tmp_path / "run"), method="r", image_size=16,
+                                  epochs=1, batch_size=8, snapshots=0, probe=8), quiet=True)
+    assert res["summary"]["status"] == "finished" and res["summary"]["n_train"] == 24

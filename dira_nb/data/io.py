@@ -250,7 +250,7 @@ def read_label_csv(path, # CSV file with a header row (a single column of paths 
 def load_npz(path, # a MedMNIST-style .npz file
              split: str = 'train', # 'train', 'val' (alias 'valid') or 'test'
             ) -> tuple[np.ndarray, np.ndarray]:
-    "Load `{split}_images` (uint8 N×H×W, colour → grey) and `{split}_labels` (int64 N) from an .npz file."
+    "Load `{split}_images` (uint8 N×H×W, colour → grey) and `{split}_labels` (int64 N, or an N×C 0/1 matrix for multi-label sets such as ChestMNIST) from an .npz file."
     p = _check_file(path)
     try: z = np.load(p, allow_pickle=False)
     except Exception as e: raise ImageReadError(f"{p}: not a readable .npz file ({type(e).__name__}: {e})") from e
@@ -276,7 +276,13 @@ def load_npz(path, # a MedMNIST-style .npz file
         x = np.round(xf).astype(np.uint8)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1: y = y[:, 0]
-    if y.ndim != 1: raise ImageReadError(f"{p}: {kl} must be N or N×1 (single-label), got shape {y.shape}")
+    if y.ndim == 2:                                 # multi-label (ChestMNIST: N×14), one 0/1 column per finding
+        if y.size and not np.isin(y, (0, 1)).all():
+            raise ImageReadError(f"{p}: {kl} is an N×{y.shape[1]} matrix with values other than 0 and 1 "
+                                 f"({np.unique(y)[:6].tolist()}); expected N or N×1 class indices (single-label) or an "
+                                 "N×C 0/1 matrix (multi-label)")
+    elif y.ndim != 1:
+        raise ImageReadError(f"{p}: {kl} must be N or N×1 (single-label) or N×C 0/1 (multi-label), got shape {y.shape}")
     if len(y) != len(x): raise ImageReadError(f"{p}: {len(x)} images but {len(y)} labels for split {split!r}")
     return np.ascontiguousarray(x), y.astype(np.int64)
 
@@ -288,10 +294,10 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return y.clamp_(0, 1)
 
 class ImageDataset(Dataset):
-    "Images (file paths or an N×H×W array) with optional int labels, returned as (float32 1×H×W in [0, 1], label or -1)."
+    "Images (file paths or an N×H×W array) with optional labels, returned as (float32 1×H×W in [0, 1], label): an int (-1 unlabelled), or for multi-label data an int64 tensor of C 0/1 values."
     def __init__(self,
                  items, # list of image paths, or an array N×H×W (uint8 → /255, uint16 → /65535, float kept)
-                 labels=None, # N integer labels, or None (unlabelled: items return -1)
+                 labels=None, # N integer labels, an N×C 0/1 multi-label matrix, or None (unlabelled: items return -1)
                  size: int | None = None, # resize every image to size×size; None keeps the native size
                  names: list[str] | None = None, # class names, indexed by label
                  min_size: int | None = None, # raise (or skip) images whose height or width is below this (e.g. the crop size)
@@ -306,14 +312,25 @@ class ImageDataset(Dataset):
             self.items, self.array = [Path(p) for p in items], None
         n = len(self)
         if labels is not None:
-            labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+            a = np.asarray(labels)
+            if a.ndim == 2 and a.shape[1] > 1:                  # multi-label: kept as the N×C 0/1 matrix
+                if a.size and not np.isin(a, (0, 1)).all():
+                    raise ValueError(f"an N×{a.shape[1]} label matrix must hold only 0 and 1 (multi-label), got {np.unique(a)[:6].tolist()}")
+                labels = a.astype(np.int64)
+            else: labels = np.asarray(labels, dtype=np.int64).reshape(-1)
             if len(labels) != n: raise ValueError(f"{n} items but {len(labels)} labels")
         self.labels, self.size, self.min_size, self.skip_bad, self.bad = labels, size, min_size, skip_bad, {}
         if self.array is not None and min_size is not None and min(self.array.shape[1:3]) < min_size:
             raise ImageReadError(f"images are {self.array.shape[1]}×{self.array.shape[2]}, smaller than the minimum size {min_size} "
                                  "(the crop size): resize them on load (`size=`/`load_size`) or use a smaller crop")
         self.class_names = list(names) if names is not None else (
+            [str(i) for i in range(labels.shape[1])] if labels is not None and labels.ndim == 2 else
             [str(i) for i in range(int(labels.max()) + 1)] if labels is not None and len(labels) else None)
+
+    @property
+    def multilabel(self) -> bool:
+        "True when the labels are an N×C 0/1 matrix (each item's label is a tensor of C values)."
+        return self.labels is not None and self.labels.ndim == 2
 
     def __len__(self): return len(self.array) if self.array is not None else len(self.items)
 
@@ -379,7 +396,8 @@ class ImageDataset(Dataset):
         img, j = self._good_image(i % len(self))
         x = torch.from_numpy(np.ascontiguousarray(img))[None]
         if self.size is not None: x = _resize(x, int(self.size))
-        return x, int(self.labels[j]) if self.labels is not None else -1
+        if self.labels is None: return x, -1
+        return x, (torch.from_numpy(self.labels[j].copy()) if self.labels.ndim == 2 else int(self.labels[j]))
 
     def __repr__(self):
         src = 'array' if self.array is not None else 'files'
@@ -406,7 +424,7 @@ class ImageDataset(Dataset):
                  split: str = 'train', # 'train', 'val'/'valid' or 'test'
                  size: int | None = None, # resize to size×size
                  **kwargs): # `min_size`
-        "Labelled dataset from a MedMNIST-style .npz (class names from a `label_names` array when present)."
+        "Labelled dataset from a MedMNIST-style .npz (single- or multi-label; class names from a `label_names` array when present)."
         kwargs.pop('skip_bad', None)                        # arrays are checked whole when loaded
         x, y = load_npz(path, split)
         names = None
@@ -447,6 +465,7 @@ def train_valid_split(ds, # a dataset (stratified by `ds.labels` when it has lab
                      ) -> tuple[Subset, Subset]:
     "Split a dataset into (train, valid) `Subset`s with `split_indices`, stratified when labels are known."
     labels = getattr(ds, 'labels', None)
+    labels = None if labels is None or np.asarray(labels).ndim != 1 else labels     # multi-label matrices: not stratified
     strat = labels if labels is not None and len(labels) == len(ds) and (np.asarray(labels) >= 0).all() else None
     tr, va = split_indices(len(ds), valid_pct, seed, stratify=strat)
     return Subset(ds, tr.tolist()), Subset(ds, va.tolist())
