@@ -5,11 +5,14 @@ discriminator's passes (dira), both optimiser steps and the enqueue. Inputs are 
 code's figures), warm-up steps are excluded, and the median over the timed steps is reported.
 
 Modes: `baseline` = plain Learner (float32, contiguous); `fast` = ChannelsLast + MixedPrecision(bf16) where bf16 is
-fast on the device (+ Compile on CUDA with --compile).
+fast on the device (+ Compile on CUDA with --compile); fp32 levers one at a time: `cl` = ChannelsLast, `compile` =
+torch.compile (on CPU the inductor C++ backend, which needs a C++ compiler; `--compile-backend eager` only traces),
+`cl_compile` = both.
 
     python bench/step_bench.py --variants dira --backbones resnet50 --sizes 224 64 --modes baseline fast
     python bench/step_bench.py --tiny              # CI smoke run, seconds
     python bench/step_bench.py --device cuda --sizes 224 --backbones resnet50 --batch 64 --mfu
+    python bench/step_bench.py --variants dira --backbones resnet50 --sizes 224 --modes baseline cl compile cl_compile --mfu
 """
 from __future__ import annotations
 import argparse, json, os, platform, resource, statistics, sys, threading, time
@@ -52,7 +55,7 @@ class RSSPeak:
 
 
 def measure(variant: str, backbone: str, size: int, batch: int, mode: str, device: torch.device, steps: int,
-            warmup: int, moco_k: int, compile_: bool = False, mfu: bool = False) -> dict:
+            warmup: int, moco_k: int, compile_: bool = False, mfu: bool = False, compile_kw: dict | None = None) -> dict:
     "Median seconds per step (wall and process CPU), images/s and peak memory of one configuration."
     from dira_nb.callback.core import Callback
     from dira_nb.callback.perf import MixedPrecision, ChannelsLast, Compile, autocast_supported, step_flops, \
@@ -69,12 +72,13 @@ def measure(variant: str, backbone: str, size: int, batch: int, mode: str, devic
         def after_batch(self):
             self._sync(); self.wall.append(time.perf_counter() - self.t0); self.cpu.append(time.process_time() - self.c0)
 
-    def callbacks():
+    def callbacks(count_flops: bool = False):
+        "The mode's speed callbacks (without Compile when counting FLOPs: the count is the same, and eager is countable)."
         cbs = []
-        if mode == "fast":
-            cbs.append(ChannelsLast())
-            if autocast_supported(device.type): cbs.append(MixedPrecision())
-            if compile_ and device.type == "cuda": cbs.append(Compile())
+        if mode in ("fast", "cl", "cl_compile"): cbs.append(ChannelsLast())
+        if mode == "fast" and autocast_supported(device.type): cbs.append(MixedPrecision())
+        compiled = (mode == "fast" and compile_ and device.type == "cuda") or mode in ("compile", "cl_compile")
+        if compiled and not count_flops: cbs.append(Compile(**(compile_kw or {})))
         return cbs
 
     torch.manual_seed(0)
@@ -99,7 +103,7 @@ def measure(variant: str, backbone: str, size: int, batch: int, mode: str, devic
     if device.type == "cpu":   # on a loaded machine the CPU time of the process is steadier than the wall time
         r["images_per_s_from_cpu_time"] = round(batch * torch.get_num_threads() / cpu, 3)
     if mfu:
-        flops = step_flops(m, b, cbs=callbacks())
+        flops = step_flops(m, b, cbs=callbacks(count_flops=True))
         r["flops_per_step"] = flops
         peak = gpu_bf16_peak_tflops() if device.type == "cuda" else None
         if peak: r.update(peak_bf16_tflops=peak, mfu=round(mfu_of(flops, 1 / wall, peak), 4))
@@ -136,7 +140,8 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=["dira", "dir", "di"])
     p.add_argument("--backbones", nargs="+", default=["resnet18", "resnet50"])
     p.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 224])
-    p.add_argument("--modes", nargs="+", default=["baseline", "fast"], choices=["baseline", "fast"])
+    p.add_argument("--modes", nargs="+", default=["baseline", "fast"], choices=["baseline", "fast", "cl", "compile", "cl_compile"],
+                   help="baseline (fp32), fast (bf16 + channels-last), fp32 levers: cl (channels-last), compile (torch.compile), cl_compile")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
@@ -144,6 +149,8 @@ def main(argv=None):
     p.add_argument("--moco-k", type=int, default=4096)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--compile", action="store_true", help="fast mode on CUDA also uses torch.compile")
+    p.add_argument("--compile-backend", default=None, help="torch.compile backend of the compile modes (default inductor; 'eager' only traces)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune")
     p.add_argument("--mfu", action="store_true", help="count FLOPs per step (FlopCounterMode) and report MFU on CUDA")
     p.add_argument("--tiny", action="store_true", help="CI smoke run: resnet18, 32 px, batch 2, 1 step")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/step_<device>[_tiny].json)")
@@ -161,7 +168,8 @@ def main(argv=None):
         for backbone in a.backbones:
             for size in a.sizes:
                 for mode in a.modes:
-                    r = measure(variant, backbone, size, a.batch, mode, device, a.steps, a.warmup, a.moco_k, a.compile, a.mfu)
+                    kw = {k: v for k, v in dict(backend=a.compile_backend, mode=a.compile_mode).items() if v}
+                    r = measure(variant, backbone, size, a.batch, mode, device, a.steps, a.warmup, a.moco_k, a.compile, a.mfu, kw)
                     results.append(r); print(json.dumps(r), flush=True)
     meta["load_avg_end"] = list(os.getloadavg())
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,17 @@ def test_tiny_bench_writes_results(tmp_path):
     assert not any("original" in k for r in rows for k in r)      # no figures taken elsewhere
 
 
+def test_fp32_channels_last_and_compile_modes(tmp_path):
+    "The fp32 levers (channels-last, torch.compile) each have a mode; compile is traced with the eager backend here."
+    bench = _load()
+    out = tmp_path / "levers.json"
+    bench.main(["--tiny", "--variants", "di", "--modes", "cl", "compile", "cl_compile", "--compile-backend", "eager", "--mfu",
+                "--out", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    assert [r["callbacks"] for r in rows] == [["ChannelsLast"], ["Compile"], ["ChannelsLast", "Compile"]]
+    assert all(r["images_per_s"] > 0 for r in rows) and len({r["flops_per_step"] for r in rows}) == 1
+
+
 def test_side_by_side_with_the_original_runs_against_a_stub(tmp_path):
     "bench/compare_original.py alternates both codes and writes the ratio; CI runs it against a stand-in (no timing claim)."
     import subprocess, sys
