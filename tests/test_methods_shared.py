@@ -100,14 +100,16 @@ def test_no_decoder_no_pair(name):
 
 def test_dashboard_restores_what_ld_r_restores():
     "The dashboard's restoration panel feeds `x_res` (LD's distorted input), not the undistorted view 1."
-    from dira_nb.viz.dashboard import Dashboard
+    from dira_nb.viz.dashboard import Dashboard, _whole_image_views
     seed_everything(0)
     m = create_method("ld_r", image_size=SIZE, n_clusters=4)
     probes = tiny_batch(4, 40)
     d = Dashboard(m, probes, labels=np.arange(4) % 2, n_show=2, reducer="pca")
+    assert d.framing in ("whole image", "training crop")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(d.seed)
         v = m.views(d.probes.shape[-1])
+        if d.framing == "whole image": v = _whole_image_views(v)   # the dashboard restores whole upright images when it can
         samples = [v(img) for img in d.probes]
     x_res = torch.stack([s["x_res"] for s in samples]).float()
     x1 = torch.stack([s["x1"] for s in samples]).float()
