@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 from ..callback.core import Callback
+from ..checkpoint import atomic_write
 
 # %% auto #0
 __all__ = ['ROW_NAMES', 'OUTLINE_ROWS', 'recon_rows', 'recon_grid', 'save_png', 'recon_figure', 'ReconstructionSnapshots']
@@ -51,10 +52,8 @@ def recon_grid(rows: np.ndarray, # output of `recon_rows`, R×N×H×W in [0, 1]
 def save_png(img: np.ndarray, # uint8 H×W (gray) or H×W×3 array
              path: str | Path, # destination file; parent folders are created
             ) -> Path:
-    "Write an array as a PNG file and return its path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-    return path
+    "Write an array as a PNG file atomically (a kill mid-write leaves the previous file, never a torn one) and return its path."
+    return atomic_write(path, lambda f: Image.fromarray(img).save(f, format="PNG"))
 
 # %% ../../nbs/60_viz.recon.ipynb #c011
 OUTLINE_ROWS = ("target", "restoration")
