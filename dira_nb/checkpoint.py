@@ -14,10 +14,11 @@ from .core import INTENSITY_CONVENTION
 from .tvcompat import torchvision
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'BACKBONE_FORMAT', 'TMP_SUFFIX', 'SAFETENSORS_EXTS', 'package_versions', 'CheckpointError',
-           'DiskFullError', 'atomic_write', 'atomic_write_bytes', 'atomic_write_text', 'remove_stale_temp_files',
-           'safe_torch_load', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state', 'export_backbone',
-           'LoadReport', 'read_safetensors', 'load_backbone', 'convert_original_checkpoint']
+__all__ = ['CHECKPOINT_FORMAT', 'BACKBONE_FORMAT', 'TMP_SUFFIX', 'SAFETENSORS_EXTS', 'EXPORT_DTYPES', 'package_versions',
+           'CheckpointError', 'DiskFullError', 'atomic_write', 'atomic_write_bytes', 'atomic_write_text',
+           'remove_stale_temp_files', 'safe_torch_load', 'save_checkpoint', 'load_checkpoint', 'rng_state',
+           'set_rng_state', 'export_backbone', 'LoadReport', 'read_safetensors', 'load_backbone',
+           'convert_original_checkpoint']
 
 # %% ../nbs/34_checkpoint.ipynb #c005
 CHECKPOINT_FORMAT = 1
@@ -274,15 +275,20 @@ def _save_safetensors(state: dict, meta: dict, path: Path) -> Path:
     blob = st_save(tensors, metadata=md)
     return atomic_write(path, lambda f: f.write(blob))
 
+EXPORT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 def export_backbone(checkpoint: str | Path | dict, # a checkpoint path or a loaded checkpoint dict
                     out_path: str | Path, # `*.safetensors` (recommended) or `*.pt` (legacy torch format)
                     in_chans: int | None = None, # channels of the exported stem (None keeps the pretrained ones)
+                    dtype: str = "fp32", # float weights as "fp32", "bf16" or "fp16" (half the size, for sharing; loading casts back to the model's dtype)
                    ) -> Path:
     "Write only the encoder (clean torchvision keys for ResNets; LD's VGG and ACE's ViT under their own module keys) and its meta to `out_path` (safetensors unless it ends in .pt/.pth)."
     out_path = Path(out_path)
     src = "checkpoint" if isinstance(checkpoint, dict) else Path(checkpoint)
     if in_chans is not None and (isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1):
         raise ValueError(f"invalid in_chans={in_chans!r} for the export of {src}: must be an integer ≥ 1 (1 grey, 3 RGB)")
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"invalid dtype={dtype!r} for the export of {src}: choose one of {', '.join(EXPORT_DTYPES)}")
     if not isinstance(checkpoint, dict) and _same_file(src, out_path):
         raise FileExistsError(f"{out_path}: is the checkpoint being exported; refusing to write the backbone over its "
                               "own input. Choose another output file (e.g. backbone.safetensors)")
@@ -298,6 +304,9 @@ def export_backbone(checkpoint: str | Path | dict, # a checkpoint path or a load
     if in_chans is not None:
         state = _adapt_stem(state, in_chans, _stem_key(state, meta, checkpoint if not isinstance(checkpoint, dict) else "checkpoint"))
         meta["in_chans"] = in_chans
+    if dtype != "fp32":                                         # floats only; integer buffers (num_batches_tracked) stay exact
+        state = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v for k, v in state.items()}
+    meta["weights_dtype"] = dtype
     if out_path.suffix.lower() in (".pt", ".pth", ".bin"): return _atomic_save(dict(state_dict=state, meta=meta), out_path)
     return _save_safetensors(state, meta, out_path)
 

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("checkpoint", type=Path, help="a dira_nb checkpoint (e.g. RUN/final.pt)")
     ex.add_argument("out", type=Path, help="file to write (e.g. backbone.pt)")
     ex.add_argument("--in-chans", type=int, default=None, help="stem channels of the export (3 for RGB models; default: as pretrained)")
+    ex.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="float weights of the export (bf16/fp16: half the size, for sharing)")
     inf = sub.add_parser("info", help="print a checkpoint's meta")
     inf.add_argument("checkpoint", type=Path)
     ms = sub.add_parser("make-samples", help="generate synthetic chest-radiograph phantoms with masks, boxes and landmarks")
@@ -296,7 +297,7 @@ def _cmd_export(args) -> int:
     from dira_nb.checkpoint import export_backbone, load_backbone
     if args.out.is_dir():
         raise IsADirectoryError(f"{args.out}: is a folder; give the file to write, e.g. {args.out / 'backbone.safetensors'}")
-    p = export_backbone(args.checkpoint, args.out, in_chans=args.in_chans)
+    p = export_backbone(args.checkpoint, args.out, in_chans=args.in_chans, dtype=args.dtype)
     _, report = load_backbone(p)
     print(f"wrote {p}  ({report})")
     return 0

@@ -155,6 +155,13 @@ def test_export_and_info_guard_their_inputs(tiny_ckpt, tmp_path, capsys):
     assert rc == 0, err
     meta = json.loads(out)
     assert meta["kind"] == "backbone" and meta["backbone"] == "tiny_test" and meta["method"] == "dira"
+    rc, _, err = _main(["export-backbone", tiny_ckpt, tmp_path / "bb16.safetensors", "--dtype", "bf16"], capsys)
+    assert rc == 0, err                                                            # half-size export for sharing
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "bb16.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.bfloat16}
+    rc, out, err = _main(["info", tmp_path / "bb16.safetensors"], capsys)
+    assert rc == 0 and json.loads(out)["weights_dtype"] == "bf16", out + err
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     rc, _, err = _main(["info", tmp_path / "foreign.safetensors"], capsys)
