@@ -12,7 +12,7 @@ import torch
 
 # %% auto #0
 __all__ = ['IN_TEST', 'IN_NOTEBOOK', 'INTENSITY_CONVENTION', 'get_device', 'seed_everything', 'limit_threads', 'tiny_batch',
-           'import_submodules']
+           'import_submodules', 'figure_array']
 
 # %% ../nbs/00_core.ipynb #c006
 def _in_notebook() -> bool:
@@ -86,3 +86,13 @@ def import_submodules(package: str, # dotted package name, e.g. "dira_nb.methods
         _IMPORTED_PACKAGES.add(package)
         for n in names: importlib.import_module(n)
     return names
+
+# %% ../nbs/00_core.ipynb #c031
+def figure_array(fig, # a `matplotlib.figure.Figure` (created without pyplot, so no global state)
+                ) -> "np.ndarray":
+    "Render `fig` with the Agg backend into a `uint8 H×W×3` RGB array (its size is figsize × dpi)."
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

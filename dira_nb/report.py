@@ -222,7 +222,7 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
         page.fig(embedding_figure(xy, color=labels, hover={"probe": list(range(len(xy)))}, thumbnails=probe["images"],
                                   title=f"{how.upper()} of {len(xy)} probe embeddings ({feats.shape[1]}-d pooled encoder features)"),
                  hover_js=True)
-        page.png(embedding_image(xy, labels), "embedding.png", "embedding map coloured by label (PIL rendering).")
+        page.png(embedding_image(xy, labels), "embedding.png", "embedding map coloured by label (matplotlib rendering).")
 
     def attributions():
         idx = np.argsort(-(probe["labels"] == 1).astype(int), kind="stable")[:n_attr]   # lesion images first
@@ -248,7 +248,7 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     page.section("Embedding of the probe set", embedding)
     page.section("Attributions", attributions)
     if callable(getattr(method, "dashboard_panels", None)): page.section(f"Panels of {name}", panels)
-    page.p("PNG files of the charts are PIL renderings; exporting the interactive plotly figures themselves to PNG "
+    page.p("PNG files of the charts are matplotlib renderings; exporting the interactive plotly figures themselves to PNG "
            "would need <code>kaleido</code> (and a headless browser), which dira_nb does not depend on.")
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dira_nb report: {html.escape(str(run['run_dir']))}</title>"
            f"<style>{_CSS}</style><script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>"

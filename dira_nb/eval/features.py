@@ -126,12 +126,6 @@ def accuracy_score(y: np.ndarray, # true labels (as in `auc_score`)
     return float(((s >= 0.5).astype(int) == y).mean())
 
 # %% ../../nbs/50_eval.features.ipynb #c018
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    "Scale both by the training features' mean and standard deviation (constant features stay 0)."
-    mu, sd = train.mean(0, keepdims=True), train.std(0, keepdims=True)
-    sd = np.where(sd > 1e-8, sd, 1.0)
-    return (train - mu) / sd, (test - mu) / sd
-
 def linear_probe(train_feats: np.ndarray, # N×D features of the labelled training images
                  train_y: np.ndarray, # N labels (binary / multi-class) or N×C multi-label matrix
                  test_feats: np.ndarray, # M×D features of the evaluation images
@@ -141,7 +135,9 @@ def linear_probe(train_feats: np.ndarray, # N×D features of the labelled traini
                 ) -> dict:
     "Logistic regression on standardised frozen features; returns AUC, accuracy and the test scores."
     from sklearn.linear_model import LogisticRegression
-    Xtr, Xte = _standardise(np.asarray(train_feats, np.float64), np.asarray(test_feats, np.float64))
+    from sklearn.preprocessing import StandardScaler                  # training mean/std; constant features stay 0
+    scaler = StandardScaler().fit(np.asarray(train_feats, np.float64))
+    Xtr, Xte = scaler.transform(np.asarray(train_feats, np.float64)), scaler.transform(np.asarray(test_feats, np.float64))
     ytr = np.asarray(train_y); kind = label_kind(ytr)
     if len(Xtr) != len(ytr): raise ValueError(f"linear_probe: {len(Xtr)} training features but {len(ytr)} labels")
     if kind == "multilabel":

@@ -284,29 +284,26 @@ def attach_thumbnail_hover(figure_widget, # a `plotly.graph_objects.FigureWidget
     return figure_widget
 
 # %% ../../nbs/62_viz.embedding.ipynb #c026
-def _hex_rgb(h: str) -> tuple: return tuple(int(h[i:i + 2], 16) for i in (1, 3, 5))
-
 def embedding_image(xy: np.ndarray, # `N×2` coordinates
                     color=None, # `N` category values (None: one colour)
                     size: int = 400, # image side in pixels
                     radius: int = 4, # point radius in pixels
                    ) -> np.ndarray:
-    "`uint8 size×size×3` rendering of the scatter (white background, legend of categories in the top-left corner)."
-    from PIL import ImageDraw
+    "`uint8 size×size×3` rendering of the scatter (white background, y up, legend of categories), drawn by matplotlib."
+    from matplotlib.figure import Figure
+    from dira_nb.core import figure_array
     xy = np.asarray(xy, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2: raise ValueError(f"embedding_image: xy must be N×2, got {xy.shape}")
-    lo, hi = xy.min(0), xy.max(0)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    m = 12 + radius
-    pix = m + (xy - lo) / span * (size - 2 * m)
-    pix[:, 1] = size - pix[:, 1]                            # y up, as in the plotly figure
+    dpi = 100
+    fig = Figure(figsize=(size / dpi, size / dpi), dpi=dpi)
+    ax = fig.add_axes([0.01, 0.01, 0.98, 0.98]); ax.set_xticks([]); ax.set_yticks([])
+    for s in ax.spines.values(): s.set_color("#b4b4b4")
     c = np.zeros(len(xy), dtype=int) if color is None else np.asarray(color)
-    cats = sorted(np.unique(c).tolist(), key=str)
-    im = Image.new("RGB", (size, size), "white"); d = ImageDraw.Draw(im)
-    d.rectangle([0, 0, size - 1, size - 1], outline=(180, 180, 180))
-    for j, val in enumerate(cats):
-        col = _hex_rgb(_PALETTE[j % len(_PALETTE)])
-        for x, y in pix[c == val]: d.ellipse([x - radius, y - radius, x + radius, y + radius], fill=col, outline=(40, 40, 40))
-        if color is not None:
-            d.rectangle([6, 6 + 14 * j, 16, 16 + 14 * j], fill=col); d.text((20, 5 + 14 * j), str(val), fill=(0, 0, 0))
-    return np.array(im)
+    area = (2 * radius * 72 / dpi) ** 2                     # marker area in points² for a `radius`-pixel circle
+    for j, val in enumerate(sorted(np.unique(c).tolist(), key=str)):
+        pts = xy[c == val]
+        ax.scatter(pts[:, 0], pts[:, 1], s=area, color=_PALETTE[j % len(_PALETTE)], edgecolors="#282828", linewidths=0.4,
+                   label=str(val))
+    ax.margins(0.06)
+    if color is not None: ax.legend(loc="upper left", fontsize=7, frameon=True, framealpha=0.8, markerscale=0.8)
+    return figure_array(fig)

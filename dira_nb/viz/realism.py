@@ -248,39 +248,27 @@ def curves_image(batch_losses: list, # rows as for `loss_curves_figure`
                  cols: int = 3, # panels per row
                  chance: dict | None = None, # {term: level} dashed grey reference lines (e.g. InfoNCE's ln(K+1))
                 ) -> np.ndarray:
-    "`uint8` RGB image with one panel per loss term (train blue, valid orange)."
-    from PIL import Image, ImageDraw
+    "`uint8` RGB image with one panel per loss term (train blue, valid orange, chance dashed grey), drawn by matplotlib."
+    from matplotlib.figure import Figure
+    from dira_nb.core import figure_array
     rows = list(batch_losses)
     terms = loss_terms(rows)
     if keys is not None: terms = {k: terms[k] for k in keys if k in terms}
     xk = _x_key(rows, x)
     n = max(len(terms), 1); cols = min(cols, n); nr = -(-n // cols)
-    pw, ph = panel
-    im = Image.new("RGB", (cols * pw, nr * ph), "white"); d = ImageDraw.Draw(im)
-    colors = dict(train=(31, 119, 180), valid=(255, 127, 14))
+    dpi = 100
+    fig = Figure(figsize=(cols * panel[0] / dpi, nr * panel[1] / dpi), dpi=dpi, layout="constrained")
+    colors = dict(train="#1f77b4", valid="#ff7f0e")
     for i, (term, cks) in enumerate(terms.items()):
-        ox, oy = (i % cols) * pw, (i // cols) * ph
-        d.rectangle([ox + 4, oy + 18, ox + pw - 5, oy + ph - 5], outline=(160, 160, 160))
-        series = [(k, *_rows_xy(rows, k, xk)) for k in cks]
-        ally = np.concatenate([s[2] for s in series if len(s[2])] or [np.zeros(1)])
-        allx = np.concatenate([s[1] for s in series if len(s[1])] or [np.zeros(1)])
-        level = (chance or {}).get(term)
-        if level is not None: ally = np.append(ally, level)
-        y0, y1 = float(ally.min()), float(ally.max()); x0, x1 = float(allx.min()), float(allx.max())
-        d.text((ox + 6, oy + 3), f"{term}  [{y0:.3g}, {y1:.3g}]" + (f"  chance {level:.3g}" if level is not None else ""), fill=(0, 0, 0))
-        if level is not None:
-            cy = oy + ph - 10 - (level - y0) / ((y1 - y0) or 1) * (ph - 34)
-            for sx in range(ox + 10, ox + pw - 10, 8): d.line([(sx, cy), (sx + 4, cy)], fill=(136, 136, 136), width=1)
-        for k, xs, ys in series:
+        ax = fig.add_subplot(nr, cols, i + 1)
+        for k in cks:
+            xs, ys = _rows_xy(rows, k, xk)
             if not len(ys): continue
-            px = ox + 10 + (xs - x0) / ((x1 - x0) or 1) * (pw - 20)
-            py = oy + ph - 10 - (ys - y0) / ((y1 - y0) or 1) * (ph - 34)
-            split = k.split("_", 1)[0] if k.startswith(("train_", "valid_")) else "train"
-            pts = list(zip(px.tolist(), py.tolist()))
-            if len(pts) > 1: d.line(pts, fill=colors[split], width=2)
-            for p in pts if len(pts) < 30 else []: d.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=colors[split])
-    splits = {("valid" if k.startswith("valid_") else "train") for cks in terms.values() for k in cks}
-    for j, sp in enumerate(sorted(splits)):                 # legend in the top-right corner
-        x0 = cols * pw - 70; y0 = 3 + 11 * j
-        d.line([(x0, y0 + 5), (x0 + 14, y0 + 5)], fill=colors[sp], width=2); d.text((x0 + 18, y0), sp, fill=(0, 0, 0))
-    return np.array(im)
+            split = "valid" if k.startswith("valid_") else "train"
+            ax.plot(xs, ys, color=colors[split], lw=1.6, marker="o" if len(ys) < 30 else None, ms=2.5, label=split)
+        level = (chance or {}).get(term)
+        if level is not None: ax.axhline(level, color="#888888", lw=1.2, ls=(0, (4, 3)), label=f"chance {level:.3g}")
+        ax.set_title(term, fontsize=8, pad=2); ax.tick_params(labelsize=6, length=2, pad=1)
+        ax.set_xlabel(xk, fontsize=6, labelpad=1)
+        if i == 0 or level is not None: ax.legend(fontsize=5.5, frameon=False, loc="best", handlelength=1.5)
+    return figure_array(fig)
