@@ -92,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--seed", type=int, default=0, help="seed (same seed, same images)")
     ms.add_argument("--force", action="store_true", help="write into a folder that is not empty (replaces labels.csv, images/NNNN.png, ...)")
     sub.add_parser("list", help="list registered methods and encoders")
-    rp = sub.add_parser("report", help="write a self-contained HTML report (and PNGs) of a run folder")
-    rp.add_argument("run", type=Path, help="a run folder written by `dira-nb pretrain`")
-    rp.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/report)")
+    rp = sub.add_parser("report", help="write a self-contained HTML report (and PNGs) of a run folder, or of several runs side by side")
+    rp.add_argument("run", type=Path, nargs="+", help="a run folder written by `dira-nb pretrain`; two or more: one page with the runs side by side")
+    rp.add_argument("--out", type=Path, default=None, help="report folder (default: RUN/report; several runs: compare_A_B next to the first run)")
     rp.add_argument("--n-probe", type=int, default=64, help="probe images in the embedding map (default: 64)")
     rp.add_argument("--how", choices=["umap", "pca"], default="umap", help="embedding reduction (default: umap)")
     bm = sub.add_parser("benchmark", help="pretrain random/di/dir/dira (optionally ld, ace) under one budget and compare transfer scores",
@@ -214,8 +214,15 @@ def _read_config(path: Path) -> dict:
     return base
 
 def _cmd_report(args) -> int:
-    from dira_nb.report import write_report
-    print(f"wrote {write_report(args.run, out=args.out, n_probe=args.n_probe, how=args.how)}")
+    if len(args.run) == 1:
+        from dira_nb.report import write_report
+        print(f"wrote {write_report(args.run[0], out=args.out, n_probe=args.n_probe, how=args.how)}")
+        return 0
+    from dira_nb.compare import write_comparison
+    out = args.out or args.run[0].parent / ("compare_" + "_".join(r.name for r in args.run))
+    if out.exists() and any(out.iterdir()) and not (out / "index.html").exists():
+        raise SystemExit(f"dira-nb report: {out} is a folder that holds other files; choose an empty or new --out for the comparison")
+    print(f"wrote {write_comparison(args.run, out, n_probe=args.n_probe, how=args.how)}")
     return 0
 
 def run_benchmark_cli(argv: list | None = None, # benchmark flags (see `dira-nb benchmark --help`)

@@ -118,3 +118,26 @@ def test_a_failed_or_killed_report_leaves_the_previous_page_intact(run_dir, tmp_
     assert first.read_bytes() == before["index.html"], "the killed report truncated the previous index.html"
     for name in before:                                                           # every PNG is complete (old or new)
         if name.endswith(".png"): Image.open(out / name).load()
+
+
+def test_report_of_two_runs_puts_them_side_by_side(run_dir, tmp_path):
+    "`dira-nb report A B` writes one comparison page (default: compare_A_B next to A) and refuses a folder of other files."
+    import subprocess, sys
+    di = tmp_path / "di"
+    pretrain(PretrainConfig(out=str(di), method="di", image_size=32, epochs=2, batch_size=8, max_images=16, snapshots=0,
+                            probe=8), quiet=True)
+    cli = str(Path(sys.executable).parent / "dira-nb")
+    r = subprocess.run([cli, "report", str(di), str(run_dir), "--how", "pca", "--n-probe", "8"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    page = di.parent / f"compare_di_{run_dir.name}" / "index.html"
+    assert f"wrote {page}" in r.stdout and page.exists()
+    body = page.read_text().split("</head>", 1)[1]
+    assert 'class="err"' not in body, [p for p in body.split("<p") if 'class="err"' in p]
+    for section in ("Summary", "Losses", "Restorations of the same inputs", "Realism", "Embeddings of the same probe images", "Attributions"):
+        assert f">{section}" in body, section
+    assert body.count("<tr><td>di</td><td>di</td>") == 1                                     # one summary row per run
+    assert body.count(f"<tr><td>{run_dir.name} (dira)</td><td>dira</td>") == 1
+    busy = tmp_path / "busy"; busy.mkdir(); (busy / "notes.txt").write_text("mine")
+    r = subprocess.run([cli, "report", str(di), str(run_dir), "--out", str(busy), "--how", "pca", "--n-probe", "8"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "holds other files" in r.stderr and (busy / "notes.txt").read_text() == "mine"
