@@ -51,7 +51,8 @@ def _add_pretrain_args(p: argparse.ArgumentParser):
     p.add_argument("--config", type=Path, help="YAML file of settings (e.g. an earlier run's config.yaml); flags override it")
     p.add_argument("--discriminative", choices=["moco", "barlow", "simsiam", "none"],
                    help="swap the discriminative ingredient of the chosen method")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (RUN/progress.log still says where the run is and how long it has left)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice; fewer on a shared machine)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN",
                    help="continue an interrupted run (its folder or resume.pt; without a value: the --out folder); "
                         "a finished run is reported as such and nothing is done (exit 0)")
@@ -165,6 +166,9 @@ def _benchmark_config(a: argparse.Namespace):
 # %% ../nbs/70_cli.ipynb #c007
 def _cmd_pretrain(args) -> int:
     from dira_nb.pretrain import PretrainConfig, pretrain
+    if args.threads is not None:
+        if args.threads < 1: raise SystemExit(f"dira-nb: invalid --threads {args.threads}: must be ≥ 1")
+        import torch; torch.set_num_threads(args.threads)
     base = {}
     if args.config is not None: base = _read_config(args.config)
     for f in fields(PretrainConfig):

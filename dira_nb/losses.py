@@ -22,23 +22,31 @@ __all__ = ['info_nce_loss', 'MoCoQueue', 'momentum_update', 'cosine_momentum', '
 # %% ../nbs/20_losses.ipynb #c006
 def info_nce_loss(q: torch.Tensor, # B×D queries (gradients flow into these); L2-normalised here
                   k: torch.Tensor, # B×D positive keys, one per query; normalised and detached here
-                  queue: torch.Tensor, # K×D negative keys (rows assumed unit-norm, as `MoCoQueue` keeps them)
+                  queue: torch.Tensor | None, # K×D negative keys (rows unit-norm, as `MoCoQueue` keeps them); None: the batch's other keys
                   temperature: float = 0.2, # softmax temperature T
                   q_ids: torch.Tensor | None = None, # B dataset indices of the queries (None: no masking)
                   queue_ids: torch.Tensor | None = None, # K dataset indices of the queue's keys (−1: unknown)
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    "MoCo's InfoNCE: cross-entropy of `[q·k⁺, q·queueᵀ]/T` with label 0, never using a query's own image as a negative."
+    "MoCo's InfoNCE: cross-entropy of `[q·k⁺, q·negativesᵀ]/T` with label 0, never using a query's own image as a negative."
     if q.ndim != 2 or q.shape != k.shape:
         raise ValueError(f"info_nce_loss: q and k must both be B×D, got {tuple(q.shape)} and {tuple(k.shape)}")
-    if queue.ndim != 2 or queue.shape[1] != q.shape[1]:
+    if queue is not None and (queue.ndim != 2 or queue.shape[1] != q.shape[1]):
         raise ValueError(f"info_nce_loss: queue must be K×{q.shape[1]}, got {tuple(queue.shape)}")
+    if queue is None and q.shape[0] < 2: raise ValueError("info_nce_loss: in-batch negatives (queue=None) need a batch of ≥ 2")
     q = F.normalize(q, dim=1)
     k = F.normalize(k.detach(), dim=1)
     l_pos = (q * k).sum(dim=1, keepdim=True)                     # B×1
-    l_neg = q @ queue.detach().clone().to(q.dtype).t()           # B×K
-    if q_ids is not None and queue_ids is not None:              # older keys of the query's own image are no negatives
-        own = q_ids.reshape(-1, 1).to(queue_ids.device) == queue_ids.reshape(1, -1)
-        l_neg = l_neg.masked_fill(own & (queue_ids.reshape(1, -1) >= 0), float("-inf"))
+    if queue is None:                                            # in-batch negatives: the other keys of this very step
+        b = q.shape[0]; off = ~torch.eye(b, dtype=torch.bool, device=q.device)
+        l_neg = (q @ k.t())[off].view(b, b - 1)                  # B×(B−1): row i without its own key
+        if q_ids is not None:                                    # the same image twice in one batch is no negative
+            ids = torch.as_tensor(q_ids, device=q.device).reshape(-1)
+            l_neg = l_neg.masked_fill((ids[:, None] == ids[None, :])[off].view(b, b - 1), float("-inf"))
+    else:
+        l_neg = q @ queue.detach().clone().to(q.dtype).t()       # B×K
+        if q_ids is not None and queue_ids is not None:          # older keys of the query's own image are no negatives
+            own = q_ids.reshape(-1, 1).to(queue_ids.device) == queue_ids.reshape(1, -1)
+            l_neg = l_neg.masked_fill(own & (queue_ids.reshape(1, -1) >= 0), float("-inf"))
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature
     labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels), logits

@@ -22,7 +22,7 @@ import dira_nb.methods.core, dira_nb.methods.dira  # registers DiRA and its abla
 from .learner import Learner, EpochSampler, SeededItems, NonFiniteLossError
 from .callback.core import Callback
 from .callback.schedule import CosineLR
-from .callback.progress import ProgressBar, CSVLogger, SaveCheckpoint, ResumeCheckpoint
+from .callback.progress import ProgressBar, CSVLogger, SaveCheckpoint, ResumeCheckpoint, ProgressLog
 from .callback.guards import DiscriminatorMonitor
 from .viz.recon import ReconstructionSnapshots
 from .callback.perf import MixedPrecision, ChannelsLast, Compile, autocast_supported
@@ -119,7 +119,7 @@ class PretrainConfig:
     batch_size: int = 32                # stage-1 / single-stage batch size
     batch_size_dira: int | None = None  # stage-2 batch size (paper: 16); None = batch_size
     lr: float | None = None             # generator learning rate; None: the method's default (DiRA: SGD 0.03)
-    moco_k: int | None = None           # queue length; None = min(4096, training images)
+    moco_k: int | None = None           # queue length; None = min(4096, training images); 0 = no queue, in-batch negatives
     valid_pct: float = 0.1              # held-out fraction when the data has no split
     max_images: int | None = None       # cap on training images
     faithful_flip_quirk: bool = False   # reproduce the original's un-flipped target
@@ -172,7 +172,8 @@ class PretrainConfig:
         if not isinstance(self.batch_size, int) or self.batch_size < 2: bad("batch_size", "must be an integer ≥ 2")
         if self.batch_size_dira is not None and (not isinstance(self.batch_size_dira, int) or self.batch_size_dira < 2):
             bad("batch_size_dira", "must be an integer ≥ 2 or None")
-        if self.moco_k is not None and (not isinstance(self.moco_k, int) or self.moco_k < 1): bad("moco_k", "must be ≥ 1 or None")
+        if self.moco_k is not None and (not isinstance(self.moco_k, int) or self.moco_k < 0):
+            bad("moco_k", "must be ≥ 1 (queue length), 0 (in-batch negatives) or None")
         if not 0 <= self.valid_pct < 1: bad("valid_pct", "must be in [0, 1)")
         if self.max_images is not None and self.max_images < 2: bad("max_images", "must be ≥ 2 or None")
         if self.num_workers < 0: bad("num_workers", "must be ≥ 0")
@@ -329,7 +330,7 @@ def _recipe(cfg: "PretrainConfig", train, world_size: int = 1) -> tuple:
     total = sum(n * s for (_, _, n, _, _), s in zip(stages, per_epoch))
     if cfg.recipe == "paper" or total == 0: return {}, total
     name = stages[-1][1]
-    mcfg = method_config(name, **{**cfg._method_options(), **({"moco_k": cfg.moco_k or min(4096, len(train))}
+    mcfg = method_config(name, **{**cfg._method_options(), **({"moco_k": min(4096, len(train)) if cfg.moco_k is None else cfg.moco_k}
                                   if "moco_k" in {f.name for f in fields(METHODS[name][0].config_class)} else {})})
     return METHODS[name][0].budget_recipe(mcfg, total, per_epoch[0], len(train)), total
 
@@ -537,7 +538,7 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
         for d in (train, valid):
             if d is not None and callable(getattr(_base_dataset(d), "share_bad_records", None)): _base_dataset(d).share_bad_records()
     device = dist_info.device if dist_info.world_size > 1 else get_device(cfg.device)
-    moco_k = cfg.moco_k or min(4096, len(train))
+    moco_k = min(4096, len(train)) if cfg.moco_k is None else cfg.moco_k
     recipe, total_steps = _recipe(cfg, train, dist_info.world_size)
     probe_rows = []
     meta = ck["meta"] if ck is not None else {}
@@ -547,6 +548,7 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
     histories = {k: list(v) for k, v in meta.get("histories", {}).items()}
     method, t_all, learn = None, time.time(), None
     stages = cfg.stages()
+    stage_steps = [n * max(len(train) // min(b, len(train)), 1) for _, _, n, b, _ in stages]   # as `_recipe` counts them
     run_warnings = []
     if all(n == 0 for _, _, n, _, _ in stages):
         msg = (f"0 training epochs ({', '.join(f'{s}: {n}' for s, _, n, _, _ in stages)}): final.pt and backbone.safetensors "
@@ -571,7 +573,9 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
         if cfg.probe and main: stage_cbs.append(FeatureProbe(*_probe_set(valid if valid is not None and len(valid) >= 2 else train, cfg)))
         if main:                                         # only rank 0 writes files and shows progress
             resume_cb = ResumeCheckpoint(out / RESUME_FILE, every_steps=cfg.checkpoint_every, extra_meta=resume_meta)
-            stage_cbs += [CSVLogger(sdir / "history.csv"), resume_cb, _StopOnSignal(stop, resume_cb, out)]
+            stage_cbs += [CSVLogger(sdir / "history.csv"), resume_cb, _StopOnSignal(stop, resume_cb, out),
+                          ProgressLog(out / "progress.log", total_steps=total_steps, offset=sum(stage_steps[:k]),   # progress even with --quiet
+                                      echo=None if quiet else sys.stderr)]
             if cfg.keep_stage_checkpoints: stage_cbs.append(SaveCheckpoint(sdir))    # best.pt / last.pt of every stage
             if cfg.snapshots and getattr(method.config, 'restorative', False): stage_cbs.append(ReconstructionSnapshots(sdir, n=cfg.snapshots))
         if getattr(method, "discriminator", None) is not None: stage_cbs.append(DiscriminatorMonitor())
@@ -601,8 +605,8 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
     bad = {f: why for d in (train, valid) if d is not None for f, why in getattr(_base_dataset(d), "bad", {}).items()}
     kept = sorted(k for k in recipe if k in _user_set(cfg))              # the user's own values won over these
     summary.update(recipe=dict(name=cfg.recipe, total_steps=total_steps, overrides={k: v for k, v in recipe.items() if k not in kept}, user_kept=kept))
-    if getattr(method.config, "discriminative", None) == "moco" or hasattr(method, "queue") and method.queue is not None:
-        summary["chance_loss_dis"] = round(math.log(method.queue.size + 1), 4)      # InfoNCE at chance: ln(K+1)
+    chance = method.contrastive_chance(bs) if callable(getattr(method, "contrastive_chance", None)) else None
+    if chance is not None: summary["chance_loss_dis"] = round(chance, 4)     # InfoNCE at chance: ln(K+1), or ln(B) in-batch
     if probe_rows: summary["features"] = dict(start=probe_rows[0], final=probe_rows[-1], history=probe_rows)
     summary.update(seconds=round(time.time() - t_all, 2), status="finished", finished_at=time.strftime("%Y-%m-%d %H:%M:%S"),
                    bad_images=len(bad), bad_image_files=bad,

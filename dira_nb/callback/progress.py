@@ -6,14 +6,14 @@ Docs: https://dira-nb.github.io/dira_nb/callback.progress.html.md"""
 
 # %% ../../nbs/33_callback.progress.ipynb #c003
 from __future__ import annotations
-import csv, io, math, warnings
+import csv, io, math, time, warnings
 from pathlib import Path
 from tqdm.auto import tqdm
 from .core import Callback
 from ..checkpoint import atomic_write, save_checkpoint
 
 # %% auto #0
-__all__ = ['ProgressBar', 'CSVLogger', 'SaveCheckpoint', 'ResumeCheckpoint']
+__all__ = ['ProgressBar', 'CSVLogger', 'SaveCheckpoint', 'ResumeCheckpoint', 'ProgressLog']
 
 # %% ../../nbs/33_callback.progress.ipynb #c008
 def _fmt(v) -> str: return f"{float(v.detach() if hasattr(v, 'detach') else v):.4f}"
@@ -178,3 +178,54 @@ class ResumeCheckpoint(Callback):
         if self.every_steps and s % self.every_steps == 0 and s != self._last_step: self.save()
 
     def after_epoch(self): self.save(at_epoch_end=True)
+
+# %% ../../nbs/33_callback.progress.ipynb #c028
+def _duration(s: float | None) -> str:
+    "Seconds as '45 s', '3 min 20 s' or '2 h 05 min' ('?' when unknown)."
+    if s is None or not math.isfinite(s): return "?"
+    s = max(0.0, s)
+    if s < 60: return f"{s:.0f} s"
+    if s < 3600: return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+class ProgressLog(Callback):
+    "Append to a text file where the fit starts, one early time estimate for the whole run, and one line per epoch (step, elapsed, time left, losses)."
+    order = 55
+    def __init__(self, path: str | Path, # the log file (appended to; folders are created)
+                 total_steps: int | None = None, # steps of the whole run, all stages (None: this fit's steps)
+                 offset: int = 0, # steps of the run before this fit's step 0 (earlier stages)
+                 estimate_after: int = 5, # steps timed before the first estimate
+                 echo=None, # also print the time estimate to this stream (e.g. sys.stderr)
+                 clock=time.monotonic, # seconds; replaceable for tests
+                ):
+        self.path, self.total, self.offset, self.after, self.echo, self.clock = Path(path), total_steps, int(offset), int(estimate_after), echo, clock
+
+    def _write(self, line: str, echo: bool = False):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f: f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {line}\n")
+        if echo and self.echo is not None: print(line, file=self.echo, flush=True)
+
+    def _step(self) -> int: return self.offset + int(self.learn.train_iter)
+    def _total(self) -> int: return self.total or self.offset + int(self.learn.n_epoch) * int(self.learn.n_iter)
+    def _stage(self) -> str: return str(getattr(self.learn, "stage", None) or getattr(self.learn.method, "name", "fit"))
+
+    def _left(self) -> float | None:
+        done, took = self._step() - self.n0, self.clock() - self.t0
+        return (self._total() - self._step()) * took / done if done > 0 else None
+
+    def before_fit(self):
+        self.t0, self.n0, self.estimated = self.clock(), self._step(), False
+        self._write(f"{self._stage()}: {self.learn.n_epoch} epochs of {self.learn.n_iter} steps, from step {self._step()} of {self._total()}")
+
+    def after_batch(self):
+        if self.estimated or not self.learn.training or self._step() - self.n0 < self.after: return
+        self.estimated = True
+        done, took = self._step() - self.n0, self.clock() - self.t0
+        self._write(f"time estimate: {done} steps in {_duration(took)} ({took / done:.2f} s/step); "
+                    f"about {_duration(self._left())} left for steps {self._step()}–{self._total()}", echo=True)
+
+    def after_epoch(self):
+        h = self.learn.history[-1] if self.learn.history else {}
+        losses = ", ".join(f"{k} {_fmt(v)}" for k, v in h.items() if k.startswith(("train_loss", "valid_loss")))
+        self._write(f"{self._stage()} epoch {self.learn.epoch + 1}/{self.learn.n_epoch}: step {self._step()}/{self._total()}, "
+                    f"{_duration(self.clock() - self.t0)} elapsed, about {_duration(self._left())} left" + (f"; {losses}" if losses else ""))

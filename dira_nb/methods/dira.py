@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/methods.dira.html.md"""
 
 # %% ../../nbs/41_methods.dira.ipynb #c003
 from __future__ import annotations
-import copy
+import copy, math
 from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from ..distributed import is_distributed, concat_all_gather, shuffled_forward
 from ..losses import info_nce_loss, MoCoQueue, ema_update, cosine_momentum, barlow_twins_loss, simsiam_loss
 
 # %% auto #0
-__all__ = ['DISCRIMINATIVE', 'DiRAConfig', 'DiRA']
+__all__ = ['DISCRIMINATIVE', 'QUEUE_MIN_STEPS', 'DiRAConfig', 'DiRA']
 
 # %% ../../nbs/41_methods.dira.ipynb #c006
 DISCRIMINATIVE = ("moco", "barlow", "simsiam", None)
@@ -36,7 +36,7 @@ class DiRAConfig(RestorativeConfig):
     adversarial: bool = True              # PatchGAN judges restorations
     w_dis: float = 1.0                    # λ_dis
     moco_dim: int = 128                   # MoCo embedding size
-    moco_k: int = 4096                    # queue length K (paper: 65,536)
+    moco_k: int = 4096                    # queue length K (paper: 65,536); 0: no queue, the batch's other keys are the negatives
     moco_m: float = 0.999                 # momentum of the key encoder (at step 0 when ramped)
     moco_m_end: float = 1.0               # key momentum at the end of the cosine ramp
     moco_m_steps: int | None = None       # length of the cosine momentum ramp in steps (None: constant `moco_m`, as the paper)
@@ -77,7 +77,7 @@ class DiRA(Restorative, Method):
             self.head = MoCoHead(d, out_dim=c.moco_dim)
             self.key_encoder, self.key_head = copy.deepcopy(self.encoder), copy.deepcopy(self.head)
             for p in [*self.key_encoder.parameters(), *self.key_head.parameters()]: p.requires_grad_(False)
-            self.queue = MoCoQueue(c.moco_dim, c.moco_k)
+            self.queue = MoCoQueue(c.moco_dim, c.moco_k) if c.moco_k > 0 else None   # None: in-batch negatives
         elif c.discriminative == "barlow":
             self.head = BarlowTwinsProjector(d, hidden_dim=c.proj_dim, out_dim=c.proj_dim)
         elif c.discriminative == "simsiam":
@@ -91,6 +91,13 @@ class DiRA(Restorative, Method):
         "Momentum of the key branch at the current step (constant, or on the cosine ramp)."
         c = self.config
         return cosine_momentum(c.moco_m, int(self.step), c.moco_m_steps, c.moco_m_end)
+
+    def contrastive_chance(self, batch_size: int | None = None, # images per step (needed without a queue)
+                          ) -> float | None:
+        "InfoNCE of an encoder that knows nothing: ln(K+1) with a queue, ln(B) with in-batch negatives (None: not MoCo, or B unknown)."
+        if self.config.discriminative != "moco": return None
+        if self.queue is not None: return math.log(self.queue.size + 1)
+        return math.log(batch_size) if batch_size and batch_size > 1 else None
 
     # ----- forward --------------------------------------------------------------------------------------------
     def _query(self, x):
@@ -143,8 +150,9 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
     c = self.config
     out, total = {}, 0.0
     if c.discriminative == "moco":
-        l_dis, logits = info_nce_loss(pred["q"], pred["k"], self.queue.queue, c.temperature,   # it copies the queue
-                                      q_ids=batch.get("index"), queue_ids=self.queue.ids)
+        queue = self.queue.queue if self.queue is not None else None                   # None: in-batch negatives
+        l_dis, logits = info_nce_loss(pred["q"], pred["k"], queue, c.temperature,        # it copies the queue
+                                      q_ids=batch.get("index"), queue_ids=self.queue.ids if self.queue is not None else None)
         out["moco_acc"] = (logits.argmax(1) == 0).float().mean().detach()
     elif c.discriminative == "barlow": l_dis = barlow_twins_loss(pred["z1"], pred["z2"], c.barlow_lambda)
     elif c.discriminative == "simsiam": l_dis = simsiam_loss(pred["p1"], pred["p2"], pred["z1"], pred["z2"])
@@ -172,7 +180,7 @@ def _configure_optimizers(self: DiRA) -> dict:
 
 def _after_update(self: DiRA, batch: dict, pred: dict) -> None:
     "Push this step's keys (with their image indices) — gathered from every rank when distributed — into the MoCo queue."
-    if self.config.discriminative == "moco":
+    if self.config.discriminative == "moco" and self.queue is not None:
         ids = batch.get("index")
         ids = concat_all_gather(torch.as_tensor(ids, device=pred["k"].device)) if ids is not None else None
         self.queue.enqueue(concat_all_gather(pred["k"]), ids=ids)
@@ -206,17 +214,20 @@ def _warmup_stage(cls, config: DiRAConfig) -> dict | None:
     "Stage 1 of a model with a discriminator: the same model without it (`dir`)."
     return dict(adversarial=False, stage="dir") if config.adversarial else None
 
+QUEUE_MIN_STEPS = 5000                    # shorter runs: in-batch negatives instead of a MoCo queue (budget recipe)
+
 def _budget_recipe(cls, config: DiRAConfig, # the config as the user set it
                    total_steps: int, # optimiser steps of the whole run (both stages)
                    steps_per_epoch: int, # steps in one epoch of the first stage
                    n_train: int, # training images
                   ) -> dict:
-    "Constant key momentum, crop scale, LR warm-up and queue length for a run of this length and image size."
+    "Constant key momentum, crop scale, LR warm-up and negatives (in-batch for short runs, else a queue ≤ N/2) for this run."
     out = dict(crop_scale=budget_crop_scale(config.image_size, (0.2, 1.0)),
                warmup_steps=budget_warmup_steps(total_steps, steps_per_epoch))
     if config.discriminative == "moco":   # constant, as MoCo; a ramp to 1 un-learns at short budgets (see the table)
+        short = total_steps < QUEUE_MIN_STEPS  # a queue's stale keys are a shortcut in short runs (see below): in-batch negatives
         out.update(moco_m=budget_momentum(total_steps, 0.999, floor=0.99), moco_m_steps=None,
-                   moco_k=int(max(1, min(config.moco_k, n_train // 2))))
+                   moco_k=0 if short or config.moco_k == 0 else int(max(1, min(config.moco_k, n_train // 2))))
     return out
 
 DiRA.views, DiRA.warmup_stage, DiRA.budget_recipe = _views, classmethod(_warmup_stage), classmethod(_budget_recipe)

@@ -577,8 +577,9 @@ class Dashboard:
         from dira_nb.viz.realism import loss_curves_figure, loss_terms
         rows = self._losses()
         if not rows: return ["no training steps yet"]
-        queue = getattr(self.method, "queue", None)
-        chance = {"loss_dis": math.log(queue.size + 1)} if queue is not None else None     # InfoNCE at chance: ln(K+1)
+        level = getattr(self.method, "contrastive_chance", None)                            # InfoNCE at chance: ln(K+1) or ln(B)
+        level = level(getattr(getattr(self.learn, "train_dl", None), "batch_size", None)) if callable(level) else None
+        chance = {"loss_dis": level} if level is not None else None
         fig = loss_curves_figure(rows + self._valid(), chance=chance, smooth=self.smoothing.value, cols=3, raw=True)
         fig.update_layout(height=190 * math.ceil(max(1, len(loss_terms(rows[-1:] + self._valid()))) / 3) + 70)
         fig.update_annotations(font_size=11)
