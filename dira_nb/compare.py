@@ -57,7 +57,7 @@ def comparison_rows(runs: list[dict], # runs from `report.load_run`
                     num("valid_critic_fake"), probe("retrieval_top1"), probe("knn_acc")])
     return out
 
-COMPARISON_HEADER = ["run", "method", "steps", "seconds", "train loss_dis (end)", "chance ln(K+1)", "valid PSNR",
+COMPARISON_HEADER = ["run", "method", "steps", "seconds", "train loss_dis (end)", "its chance level", "valid PSNR",
                      "valid critic(real)", "valid critic(restored)", "view retrieval", "kNN accuracy"]
 
 # %% ../nbs/65a_compare.ipynb #c011
@@ -130,7 +130,8 @@ def write_comparison(run_dirs: list, # two or more run folders written by `dira_
 
     def curves():
         page.fig(curves_comparison_figure(runs))
-        page.p("Training values per epoch on a shared step axis (stages joined); dashed: each run's InfoNCE chance level ln(K+1).")
+        page.p("Training values per epoch on a shared step axis (stages joined); dashed: each run's InfoNCE chance level "
+               "(ln(K+1) with a queue of K keys, ln B with the batch's own B − 1 negatives).")
 
     def restorations():
         cells = []

@@ -356,7 +356,7 @@ def loss_curves_png(units: dict, # {method: {seed: unit}} (pretrained units carr
                     path: str | Path, # PNG to write
                     title: str = "", # figure title
                    ) -> Path | None:
-    "One row per pretrained method, a panel per loss term, a line per seed (thin: every step; thick: moving average); dashed: stage change; dotted: InfoNCE chance ln(K+1)."
+    "One row per pretrained method, a panel per loss term, a line per seed (thin: every step; thick: moving average); dashed: stage change; dotted: InfoNCE chance level (ln(K+1) with a queue, ln B in-batch)."
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     rows = [(m, by) for m, by in units.items() if any((u.get("pretrain") or {}).get("losses") for u in by.values())]
@@ -382,7 +382,7 @@ def loss_curves_png(units: dict, # {method: {seed: unit}} (pretrained units carr
                 change = [b["step"] for a_, b in zip(L, L[1:]) if a_["stage"] != b["stage"]]
                 for st in change: ax.axvline(st, color="grey", ls="--", lw=0.8)
                 chance = u["pretrain"].get("chance_loss_dis")
-                if keys[0] == "loss_dis" and chance: ax.axhline(chance, color="k", ls=":", lw=1, label="chance ln(K+1)" if j == 0 else None)
+                if keys[0] == "loss_dis" and chance: ax.axhline(chance, color="k", ls=":", lw=1, label="chance level" if j == 0 else None)
             if not drawn: ax.axis("off"); continue
             ax.set_title(f"{m}: {name}", fontsize=9); ax.tick_params(labelsize=7); ax.set_xlabel("step", fontsize=7)
             if c == 0: ax.legend(fontsize=7, loc="upper right")
@@ -600,7 +600,7 @@ def results_markdown(res: dict, # output of `run_benchmark`
         if d.get("loss_curves"):
             lines += ["### Pretraining losses", "",
                       "Per-step losses of every pretrained unit (thin: each step; thick: moving average; dashed: dir → dira; "
-                      "dotted: InfoNCE chance ln(K+1)). A curve still falling at the end means the budget stopped before a plateau.", "",
+                      "dotted: InfoNCE chance level, ln(K+1) with a queue or ln B in-batch). A curve still falling at the end means the budget stopped before a plateau.", "",
                       f"![pretraining loss curves]({d['loss_curves']})", ""]
     return "\n".join(lines)
 
