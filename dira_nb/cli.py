@@ -14,40 +14,12 @@ from pathlib import Path
 __all__ = ['build_parser', 'run_benchmark_cli', 'main']
 
 # %% ../nbs/70_cli.ipynb #c005
-_HELP = dict(
-    data="'samples' (bundled phantoms), an image folder (PNG/JPEG/DICOM, recursive), a CSV of image paths, or a MedMNIST .npz",
-    out="run folder to write (created)",
-    method="dira (two stages), dir, di, r, ra, dira_barlow, dira_simsiam; ld, ld_cs, ld_r, ld_ra; ace, ace_r, ace_ra",
-    backbone="resnet18, resnet34, resnet50, vgg_ld (LD), vit_nano/vit_tiny/vit_small (ACE); default: the method's own",
-    image_size="training crop size in pixels",
-    load_size="resize images to this size when loading (default: native)",
-    epochs_dir="stage-1 (dir) epochs of two-stage methods",
-    epochs_dira="stage-2 (dira) epochs of two-stage methods",
-    epochs="epochs of single-stage methods (default: epochs-dir + epochs-dira)",
-    batch_size="batch size (stage 1 and single-stage methods)",
-    batch_size_dira="stage-2 batch size (paper: 16; default: --batch-size)",
-    lr="generator learning rate (default: the method's own; DiRA: SGD 0.03)",
-    moco_k="MoCo queue length (default: min(4096, training images))",
-    valid_pct="held-out fraction when the data has no split column",
-    max_images="use at most this many training images",
-    faithful_flip_quirk="reproduce the original code's un-flipped restoration target",
-    device="auto, cpu, cuda or cuda:N",
-    seed="random seed",
-    num_workers="DataLoader worker processes",
-    snapshots="images per reconstruction picture (0: none)",
-    checkpoint_every="also write the resume checkpoint every N steps (0: at epoch ends)",
-    keep_stage_checkpoints="also keep best.pt and last.pt of every stage (full weights each; default: final.pt + backbone only)",
-    on_nan="stop (checkpoint + clear error) or skip the step when a loss is NaN/Inf",
-    skip_bad="skip unreadable or too-small images with a warning (counted in summary.json)",
-    precision="fp32, bf16 (autocast) or auto (bf16 where the hardware is fast at it)",
-    channels_last="channels-last memory format",
-    compile="torch.compile the U-Net, key encoder and discriminator (GPU)",
-    sync_bn="multi-GPU (torchrun) runs: SyncBatchNorm",
-)
 _CHOICES = dict(on_nan=["stop", "skip"], precision=["fp32", "bf16", "auto"])
 
 def _add_pretrain_args(p: argparse.ArgumentParser):
     from dira_nb.pretrain import PretrainConfig
+    from fastcore.docments import docments
+    _HELP = docments(PretrainConfig)                     # one source: the comments of PretrainConfig's fields
     p.add_argument("--config", type=Path, help="YAML file of settings (e.g. an earlier run's config.yaml); flags override it")
     p.add_argument("--discriminative", choices=["moco", "barlow", "simsiam", "none"],
                    help="swap the discriminative ingredient of the chosen method")

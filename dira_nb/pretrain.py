@@ -107,9 +107,9 @@ def _base_dataset(ds):
 @dataclass
 class PretrainConfig:
     "Everything a pretraining run needs; saved as `config.yaml` in the run folder."
-    data: str = "samples"               # "samples", image folder, CSV or .npz
+    data: str = "samples"               # "samples" (bundled phantoms), an image folder (PNG/JPEG/DICOM, recursive), a CSV of image paths, or a MedMNIST .npz
     out: str = "runs/demo"              # run folder
-    method: str = "dira"                # registered method: dira, dir, di, r, ra, dira_barlow, dira_simsiam
+    method: str = "dira"                # registered method: dira (two stages), dir, di, r, ra, dira_barlow, dira_simsiam; ld, ld_cs, ld_r, ld_ra; ace, ace_r, ace_ra
     backbone: str | None = None         # encoder (resnet18/34/50, vgg_ld, vit_tiny, ...); None: the method's default
     image_size: int = 64                # training crop size
     load_size: int | None = None        # resize on load (None: native size)
