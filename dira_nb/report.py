@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import seed_everything, limit_threads
+from .core import seed_everything, limit_threads, import_submodules
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .viz.recon import recon_rows, recon_grid
 from .viz.realism import (patch_realism, realism_summary, realism_history_figure, patch_realism_image,
@@ -247,6 +247,7 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     page.section("Realism (adversarial ingredient)", realism)
     page.section("Embedding of the probe set", embedding)
     page.section("Attributions", attributions)
+    import_submodules("dira_nb.viz")                             # viz.ld / viz.ace give LD and ACE their panels
     if callable(getattr(method, "dashboard_panels", None)): page.section(f"Panels of {name}", panels)
     page.p("PNG files of the charts are matplotlib renderings; exporting the interactive plotly figures themselves to PNG "
            "would need <code>kaleido</code> (and a headless browser), which dira_nb does not depend on.")

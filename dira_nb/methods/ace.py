@@ -286,15 +286,10 @@ def _warmup_stage(cls, config: ACEConfig) -> dict | None:
     "With a discriminator, first train without it (`ace_r`), as DiRA does."
     return dict(adversarial=False, stage="ace_r") if config.adversarial else None
 
-def _dashboard_panels(self: ACE) -> dict:
-    "Property-analysis panels: `fn(method, images) -> go.Figure` for correspondence and retrieval."
-    from dira_nb.viz.ace import correspondence_panel, retrieval_panel
-    return dict(correspondence=correspondence_panel, retrieval=retrieval_panel)
-
 ACE.configure_optimizers, ACE.after_update, ACE.predict = _configure_optimizers, _after_update, ACE._forward
 ACE.ema_momentum, ACE.weight_decay = _ema_momentum, _weight_decay
 ACE.token_grid, ACE.embed, ACE.checkpoint_parts = _token_grid, _embed, _checkpoint_parts
-ACE.warmup_stage, ACE.dashboard_panels = classmethod(_warmup_stage), _dashboard_panels
+ACE.warmup_stage = classmethod(_warmup_stage)   # `ACE.dashboard_panels` is added by `viz.ace`
 
 register_method("ace", ACE)
 register_method("ace_r", ACE, restorative=True, stage="ace_r")

@@ -215,14 +215,9 @@ def _checkpoint_parts(self: LD) -> dict:
     if self.discriminator is not None: parts["discriminator_state"] = self.discriminator.state_dict()
     return parts
 
-def _dashboard_panels(self: LD) -> dict:
-    "Extra dashboard/report panels: the cluster map and the landmark-similarity heatmap."
-    from dira_nb.viz.ld import cluster_panel, landmark_panel
-    return {"clusters": cluster_panel, "landmarks": landmark_panel}
-
 LD.views, LD.warmup_stage = _views, classmethod(_warmup_stage)
 LD.pixel_embeddings, LD.assignments = _pixel_embeddings, _assignments
-LD.checkpoint_parts, LD.dashboard_panels = _checkpoint_parts, _dashboard_panels
+LD.checkpoint_parts = _checkpoint_parts   # `LD.dashboard_panels` is added by `viz.ld` (display lives above the method)
 
 register_method("ld", LD)
 register_method("ld_pd", LD, region=False, stage="ld_pd")

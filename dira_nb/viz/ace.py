@@ -133,3 +133,12 @@ def retrieval_panel(method, # a trained ACE method
                    ) -> go.Figure:
     "Dashboard panel: top-1/top-5 patch retrieval for `images`."
     return retrieval_figure(patch_retrieval(crop_pair_tokens(method, images)))
+
+# %% ../../nbs/67_viz.ace.ipynb #c017b
+from ..methods.ace import ACE
+
+def _ace_dashboard_panels(self: ACE) -> dict:
+    "Property-analysis panels of ACE: `fn(method, images) -> go.Figure` for correspondence and retrieval."
+    return dict(correspondence=correspondence_panel, retrieval=retrieval_panel)
+
+ACE.dashboard_panels = _ace_dashboard_panels   # added here so `methods.ace` never imports display code

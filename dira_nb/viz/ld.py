@@ -117,3 +117,12 @@ def landmark_panel(method, # an LD method or any model `dense_features` accepts
     px, py = int(round(point[0])), int(round(point[1]))
     sims = similarity_maps(d[1:], d[0, :, py, px]).numpy()
     return landmark_similarity_figure(x.cpu(), sims, (px, py))
+
+# %% ../../nbs/66_viz.ld.ipynb #c013b
+from ..methods.ld import LD
+
+def _ld_dashboard_panels(self: LD) -> dict:
+    "Extra dashboard/report panels of LD: the cluster map and the landmark-similarity heatmap."
+    return {"clusters": cluster_panel, "landmarks": landmark_panel}
+
+LD.dashboard_panels = _ld_dashboard_panels   # the method module knows nothing of plotly; the dashboard asks for this
