@@ -194,7 +194,8 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
             chance = {"loss_dis": summary["chance_loss_dis"]} if "chance_loss_dis" in summary else None
             page.fig(loss_curves_figure(rows, title=f"stage {stage}", chance=chance))
             page.png(curves_image(rows, chance=chance), f"loss_{stage}.png",
-                     f"loss curves of stage {stage}" + (" (dashed: InfoNCE chance level, ln(K+1) with a queue, ln B in-batch)" if chance else ""))
+                     f"loss curves of stage {stage}" + (" (dashed: InfoNCE chance level of a training batch, ln(K+1) with a queue, ln B in-batch; with in-batch "
+                        "negatives a smaller validation batch has its own, lower chance level, ln of its size)" if chance else ""))
 
     def recon():
         if rec is None: page.p(f"{name} has no decoder: no restorations to show."); return

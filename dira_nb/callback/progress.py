@@ -203,7 +203,7 @@ class ProgressLog(Callback):
     def _write(self, line: str, echo: bool = False):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f: f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {line}\n")
-        if echo and self.echo is not None: print(line, file=self.echo, flush=True)
+        if echo and self.echo is not None: tqdm.write(line, file=self.echo)   # on its own line, even under a live progress bar
 
     def _step(self) -> int: return self.offset + int(self.learn.train_iter)
     def _total(self) -> int: return self.total or self.offset + int(self.learn.n_epoch) * int(self.learn.n_iter)
