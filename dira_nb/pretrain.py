@@ -450,7 +450,9 @@ def _write_manifest(cfg: "PretrainConfig", out: Path) -> None:
     import dira_nb
     atomic_write_text(out / RUN_MANIFEST, json.dumps(dict(kind="dira_nb pretraining run", format=1, dira_nb=str(dira_nb.__version__),
                                                           created=time.strftime("%Y-%m-%d %H:%M:%S"), host=socket.gethostname(),
-                                                          pid=os.getpid(), method=cfg.method, data=str(cfg.data)), indent=2))
+                                                          pid=os.getpid(), method=cfg.method, data=str(cfg.data),
+                                                          data_abs=None if str(cfg.data) == "samples" else str(Path(cfg.data).expanduser().resolve())),
+                                                     indent=2))
 
 class _StopOnSignal(Callback):
     "After a Ctrl-C/SIGTERM: save the resume checkpoint at the end of the current step and stop with `TrainingInterrupted`."

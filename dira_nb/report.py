@@ -43,6 +43,10 @@ def load_run(run_dir: str | Path, # a folder written by `dira_nb.pretrain.pretra
     cfg_path, final = run / "config.yaml", run / "final.pt"
     if not cfg_path.exists(): raise FileNotFoundError(f"{cfg_path} is missing: is {run} a pretraining run folder?")
     config = yaml.safe_load(cfg_path.read_text()) or {}
+    data = config.get("data")                             # a relative data path was relative to where training ran
+    if data and str(data) != "samples" and not Path(str(data)).expanduser().exists() and (run / "dira_nb_run.json").exists():
+        known = json.loads((run / "dira_nb_run.json").read_text()).get("data_abs")
+        if known and Path(known).exists(): config["data"] = known
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     order = [s["stage"] for s in summary.get("stages", [])]
     stages = order + sorted(p.parent.name for p in run.glob("*/history.csv") if p.parent.name not in order)
@@ -203,6 +207,20 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
         page.png(recon_grid(rows, scale=3), "reconstructions.png",
                  "rows: target, distorted input, restoration, |error| ×4 — training views of probe images.")
 
+    def worst():
+        "fastai's plot_top_losses for restoration: the probe images the model restores worst, with their errors."
+        if rec is None: page.p(f"{name} has no decoder: no restorations to rank."); return
+        seed_everything(seed)
+        all_pairs = [method.restoration_pair(views(x)) for x in probe["native"]]
+        xa, ta = (torch.stack(t) for t in zip(*all_pairs))
+        with torch.no_grad(): ra = torch.cat([method.reconstruct(xa[i:i + 32]) for i in range(0, len(xa), 32)])
+        err = ((ra.float().cpu() - ta) ** 2).flatten(1).mean(1)
+        idx = err.argsort(descending=True)[:n_show]
+        page.png(recon_grid(recon_rows(xa[idx], ra[idx].cpu(), ta[idx], n=len(idx)), scale=3), "worst_restorations.png",
+                 f"the {len(idx)} worst of {len(err)} probe images (one training view each), worst first: probe "
+                 + ", ".join(f"{int(i)} (MSE {err[i]:.4f})" for i in idx) + f"; median MSE of all {len(err)}: {err.median():.4f}. "
+                 "Rows as above.")
+
     def realism():
         if getattr(method, "discriminator", None) is None or rec is None:
             page.p(f"{name} has no discriminator: nothing to show."); return
@@ -245,6 +263,7 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     page.section("Run summary", run_summary)
     page.section("Loss curves per stage", curves)
     page.section("Reconstructions", recon)
+    page.section("Worst restorations", worst)
     page.section("Realism (adversarial ingredient)", realism)
     page.section("Embedding of the probe set", embedding)
     page.section("Attributions", attributions)

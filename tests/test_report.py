@@ -33,7 +33,8 @@ def test_report_is_self_contained(run_dir):
     assert "kaleido" in body
     names = sorted(p.name for p in path.parent.glob("*.png"))
     assert names == ["attributions.png", "embedding.png", "loss_dir.png", "loss_dira.png", "realism_maps.png",
-                     "reconstructions.png"]
+                     "reconstructions.png", "worst_restorations.png"]
+    assert "the 8 worst of 16 probe images" in body and ">Worst restorations" in body
     for n in names:
         a = np.array(Image.open(path.parent / n))
         assert a.size > 0 and a.std() > 0, n                            # not a blank image
@@ -141,3 +142,18 @@ def test_report_of_two_runs_puts_them_side_by_side(run_dir, tmp_path):
     r = subprocess.run([cli, "report", str(di), str(run_dir), "--out", str(busy), "--how", "pca", "--n-probe", "8"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode != 0 and "holds other files" in r.stderr and (busy / "notes.txt").read_text() == "mine"
+
+
+def test_report_finds_relative_data_from_another_folder(tmp_path, monkeypatch, samples_dir):
+    "A run trained on `--data imgs` (relative) is reported from anywhere: the manifest keeps the absolute data path."
+    import shutil
+    work = tmp_path / "work"; (work / "imgs").mkdir(parents=True)
+    for p in sorted((Path(samples_dir) / "images").glob("*.png"))[:12]: shutil.copy(p, work / "imgs" / p.name)
+    monkeypatch.chdir(work)
+    pretrain(PretrainConfig(data="imgs", out=str(tmp_path / "run"), method="di", image_size=32, epochs=1, batch_size=4,
+                            snapshots=0, probe=0), quiet=True)
+    elsewhere = tmp_path / "elsewhere"; elsewhere.mkdir(); monkeypatch.chdir(elsewhere)
+    run = load_run(tmp_path / "run", load_method=False)
+    assert run["config"]["data"] == str(work / "imgs")
+    path = write_report(tmp_path / "run", n_probe=6, how="pca", n_show=2, n_attr=1)
+    assert path.exists() and 'class="err"' not in path.read_text()
