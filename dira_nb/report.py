@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import seed_everything, limit_threads, import_submodules
+from .core import seed_everything, limit_threads
+from .methods.core import method_panels
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .viz.recon import recon_rows, recon_grid
 from .viz.realism import (patch_realism, realism_summary, realism_history_figure, patch_realism_image,
@@ -255,7 +256,7 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
                  "rows: image, " + ", ".join(heat) + " (bright = important).")
 
     def panels():
-        for title, fn in method.dashboard_panels().items():
+        for title, fn in method_panels(method).items():
             page.raw(f"<h3>{html.escape(title)}</h3>")
             try: page.fig(fn(method, probe["images"][:n_show]))
             except Exception as e: page.p(f"panel {html.escape(title)} failed: {html.escape(str(e))}", "err")
@@ -267,8 +268,7 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     page.section("Realism (adversarial ingredient)", realism)
     page.section("Embedding of the probe set", embedding)
     page.section("Attributions", attributions)
-    import_submodules("dira_nb.viz")                             # viz.ld / viz.ace give LD and ACE their panels
-    if callable(getattr(method, "dashboard_panels", None)): page.section(f"Panels of {name}", panels)
+    if method_panels(method): page.section(f"Panels of {name}", panels)     # LD's and ACE's come from viz.ld / viz.ace
     page.p("PNG files of the charts are matplotlib renderings; exporting the interactive plotly figures themselves to PNG "
            "would need <code>kaleido</code> (and a headless browser), which dira_nb does not depend on.")
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dira_nb report: {html.escape(str(run['run_dir']))}</title>"

@@ -289,7 +289,7 @@ def _warmup_stage(cls, config: ACEConfig) -> dict | None:
 ACE.configure_optimizers, ACE.after_update, ACE.predict = _configure_optimizers, _after_update, ACE._forward
 ACE.ema_momentum, ACE.weight_decay = _ema_momentum, _weight_decay
 ACE.token_grid, ACE.embed, ACE.checkpoint_parts = _token_grid, _embed, _checkpoint_parts
-ACE.warmup_stage = classmethod(_warmup_stage)   # `ACE.dashboard_panels` is added by `viz.ace`
+ACE.warmup_stage = classmethod(_warmup_stage)   # ACE's dashboard panels are registered by `viz.ace`
 
 register_method("ace", ACE)
 register_method("ace_r", ACE, restorative=True, stage="ace_r")

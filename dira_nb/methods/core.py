@@ -15,8 +15,9 @@ from ..checkpoint import save_checkpoint as _save_ckpt, load_checkpoint
 from ..core import import_submodules
 
 # %% auto #0
-__all__ = ['BASE_FIELDS', 'METHODS', 'MethodConfig', 'Method', 'register_method', 'load_builtin_methods', 'list_methods',
-           'method_config', 'create_method', 'budget_momentum', 'budget_crop_scale', 'budget_warmup_steps']
+__all__ = ['BASE_FIELDS', 'METHODS', 'PANELS', 'MethodConfig', 'Method', 'register_method', 'load_builtin_methods',
+           'list_methods', 'method_config', 'create_method', 'budget_momentum', 'budget_crop_scale',
+           'budget_warmup_steps', 'register_panels', 'method_panels']
 
 # %% ../../nbs/40_methods.core.ipynb #mc02
 @dataclass
@@ -223,3 +224,21 @@ def budget_warmup_steps(total_steps: int, # optimiser steps of the whole run
                        ) -> int:
     "Linear LR warm-up length: `frac` of the run, at most `max_epochs` epochs."
     return int(min(round(frac * total_steps), max_epochs * max(steps_per_epoch, 1)))
+
+# %% ../../nbs/40_methods.core.ipynb #mp01
+PANELS: dict = {}
+
+def register_panels(class_name: str, # a Method subclass's name, e.g. "LD"
+                    panels_fn, # fn(method) -> {title: fn(method, images) -> figure}
+                   ) -> None:
+    "Register the extra dashboard/report panels of the methods whose class (or a parent class) is called `class_name`."
+    PANELS[class_name] = panels_fn
+
+def method_panels(method) -> dict:
+    "Extra panels `{title: fn(method, images) -> figure}` of `method`: its own `dashboard_panels()`, else those registered for its class."
+    own = getattr(method, "dashboard_panels", None)
+    if callable(own): return dict(own())
+    import_submodules("dira_nb.viz")                  # the viz modules register the panels they draw
+    for cls in type(method).__mro__:
+        if cls.__name__ in PANELS: return dict(PANELS[cls.__name__](method))
+    return {}

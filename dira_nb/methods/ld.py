@@ -217,7 +217,7 @@ def _checkpoint_parts(self: LD) -> dict:
 
 LD.views, LD.warmup_stage = _views, classmethod(_warmup_stage)
 LD.pixel_embeddings, LD.assignments = _pixel_embeddings, _assignments
-LD.checkpoint_parts = _checkpoint_parts   # `LD.dashboard_panels` is added by `viz.ld` (display lives above the method)
+LD.checkpoint_parts = _checkpoint_parts   # LD's dashboard panels are registered by `viz.ld` (display lives above the method)
 
 register_method("ld", LD)
 register_method("ld_pd", LD, region=False, stage="ld_pd")

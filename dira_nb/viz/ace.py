@@ -15,7 +15,7 @@ from ..data.grid_crops import ACEGridViews, GridLayout
 
 # %% auto #0
 __all__ = ['crop_pair_tokens', 'correspondence_similarities', 'correspondence_stats', 'correspondence_figure', 'patch_retrieval',
-           'retrieval_figure', 'correspondence_panel', 'retrieval_panel']
+           'retrieval_figure', 'correspondence_panel', 'retrieval_panel', 'ace_panels']
 
 # %% ../../nbs/67_viz.ace.ipynb #c005
 @torch.no_grad()
@@ -135,10 +135,10 @@ def retrieval_panel(method, # a trained ACE method
     return retrieval_figure(patch_retrieval(crop_pair_tokens(method, images)))
 
 # %% ../../nbs/67_viz.ace.ipynb #c017b
-from ..methods.ace import ACE
+from ..methods.core import register_panels
 
-def _ace_dashboard_panels(self: ACE) -> dict:
+def ace_panels(method) -> dict:
     "Property-analysis panels of ACE: `fn(method, images) -> go.Figure` for correspondence and retrieval."
     return dict(correspondence=correspondence_panel, retrieval=retrieval_panel)
 
-ACE.dashboard_panels = _ace_dashboard_panels   # added here so `methods.ace` never imports display code
+register_panels("ACE", ace_panels)   # registered here so `methods.ace` never imports display code

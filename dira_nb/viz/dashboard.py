@@ -467,10 +467,8 @@ class Dashboard:
             "attribution": Panel("attribution", "Attribution", "heat on anatomy and lesions (green outline), not on borders"),
             "embedding": Panel("embedding", "Embedding of the probe set", "labels were never used: do classes separate? (fixed map: points move)"),
         }
-        from dira_nb.core import import_submodules
-        import_submodules("dira_nb.viz")                          # viz.ld / viz.ace give LD and ACE their panels
-        extra = getattr(self.method, "dashboard_panels", None)
-        self.extra_panels = dict(extra()) if callable(extra) else {}
+        from dira_nb.methods.core import method_panels
+        self.extra_panels = method_panels(self.method)           # LD's and ACE's come from viz.ld / viz.ace
         for name in self.extra_panels: self.panels[f"extra:{name}"] = Panel(f"extra-{len(self.panels)}", name, "method-specific panel")
         self.attribution.observe(lambda ch: self._on_control(("attribution",)), "value")
         self.reducer.observe(lambda ch: self._on_control(("embedding",)), "value")

@@ -14,7 +14,7 @@ from ..eval.landmarks import dense_features, window_descriptors, similarity_maps
 
 # %% auto #0
 __all__ = ['cluster_colors', 'cluster_overlay', 'cluster_map_figure', 'landmark_similarity_figure', 'cluster_panel',
-           'landmark_panel']
+           'landmark_panel', 'ld_panels']
 
 # %% ../../nbs/66_viz.ld.ipynb #c005
 _PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -119,10 +119,10 @@ def landmark_panel(method, # an LD method or any model `dense_features` accepts
     return landmark_similarity_figure(x.cpu(), sims, (px, py))
 
 # %% ../../nbs/66_viz.ld.ipynb #c013b
-from ..methods.ld import LD
+from ..methods.core import register_panels
 
-def _ld_dashboard_panels(self: LD) -> dict:
+def ld_panels(method) -> dict:
     "Extra dashboard/report panels of LD: the cluster map and the landmark-similarity heatmap."
     return {"clusters": cluster_panel, "landmarks": landmark_panel}
 
-LD.dashboard_panels = _ld_dashboard_panels   # the method module knows nothing of plotly; the dashboard asks for this
+register_panels("LD", ld_panels)   # the method module knows nothing of plotly; `method_panels` finds these
