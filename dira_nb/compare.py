@@ -10,9 +10,10 @@ import html, time
 from pathlib import Path
 import numpy as np
 import torch
-from .core import seed_everything, limit_threads
+import torch.nn.functional as F
+from .core import limit_threads
 from .checkpoint import atomic_write_text
-from .report import load_run, probe_set, attribution_image, _Page, _table, _CSS
+from .report import load_run, probe_set, restoration_views, attribution_image, _Page, _table, _CSS
 from .viz.recon import recon_rows, recon_grid
 from .viz.realism import patch_realism, realism_summary, patch_realism_image
 from .viz.embedding import compute_embeddings, reduce_embeddings, embedding_image
@@ -114,14 +115,15 @@ def write_comparison(run_dirs: list, # two or more run folders written by `dira_
     probe = probe_set(runs[0]["config"], n_probe, sizes[0])       # the same images for every run
     if len(set(sizes)) > 1: page.p(f"The runs were trained at different sizes ({', '.join(map(str, sizes))} px); each is shown at its own size.", "err")
 
-    def views_of(run, size):
-        "Restoration inputs and targets of the first `n_show` probe images, drawn with the same seed for every run."
-        m = run["method"]; seed_everything(seed)
-        v = m.views(size, faithful_flip_quirk=bool(run["config"].get("faithful_flip_quirk", False)))
-        samples = [v(x) for x in probe["native"][:n_show]]
-        pairs = [m.restoration_pair(s) for s in samples]
-        if not pairs or pairs[0] is None: return None, None
-        return tuple(torch.stack(t) for t in zip(*pairs))
+    restored = {}
+    def restore(k: int):
+        "Inputs, targets and restorations of the first `n_show` probe images for run `k` (same seed for every run; computed once)."
+        if k not in restored:
+            run = runs[k]
+            x, t = restoration_views(run["method"], probe["native"][:n_show], sizes[k], seed,
+                                     bool(run["config"].get("faithful_flip_quirk", False)))
+            restored[k] = (x, t, run["method"].reconstruct(x) if x is not None else None)
+        return restored[k]
 
     def summary():
         page.raw(_table(comparison_rows(runs), COMPARISON_HEADER))
@@ -135,9 +137,8 @@ def write_comparison(run_dirs: list, # two or more run folders written by `dira_
 
     def restorations():
         cells = []
-        for lab, run, size in zip(labels, runs, sizes):
-            x, t = views_of(run, size)
-            rec = run["method"].reconstruct(x) if x is not None else None
+        for k, lab in enumerate(labels):
+            x, t, rec = restore(k)
             if rec is None: cells.append((lab, "<p class='note'>no decoder: nothing to restore</p>")); continue
             name = f"restorations_{len(cells)}.png"
             page.png(recon_grid(recon_rows(x, rec, t, n=n_show), scale=2), name, f"{html.escape(lab)}: target, distorted input, restoration, |error| ×4")
@@ -146,10 +147,9 @@ def write_comparison(run_dirs: list, # two or more run folders written by `dira_
 
     def realism():
         cells, rows = [], []
-        for lab, run, size in zip(labels, runs, sizes):
+        for k, (lab, run) in enumerate(zip(labels, runs)):
             m = run["method"]
-            x, t = views_of(run, size)
-            rec = m.reconstruct(x) if x is not None else None
+            x, t, rec = restore(k)
             if getattr(m, "discriminator", None) is None or rec is None:
                 cells.append((lab, "<p class='note'>no discriminator</p>")); continue
             s = realism_summary(m, t, rec); rows.append([lab, s["real"], s["fake"]])
@@ -163,7 +163,9 @@ def write_comparison(run_dirs: list, # two or more run folders written by `dira_
     def embeddings():
         cells = []
         for k, (lab, run) in enumerate(zip(labels, runs)):
-            feats = compute_embeddings(run["method"], probe_set(run["config"], n_probe, sizes[k])["images"] if sizes[k] != sizes[0] else probe["images"])
+            imgs = probe["images"] if sizes[k] == sizes[0] else F.interpolate(probe["images"], size=(sizes[k],) * 2, mode="bilinear",
+                                                                               antialias=True, align_corners=False).clamp(0, 1)
+            feats = compute_embeddings(run["method"], imgs)                # the first run's probe images at this run's size
             xy = reduce_embeddings(feats, how if len(feats) >= 8 else "pca")
             page.png(embedding_image(xy, probe["labels"], size=320), f"embedding_{k}.png", f"{html.escape(lab)}: {how.upper()} coloured by label")
             cells.append((lab, page.parts.pop()))

@@ -23,7 +23,7 @@ from .viz.embedding import (compute_embeddings, reduce_embeddings, embedding_fig
 from .viz.attribution import attribute, overlay_rgb, gradcam_layer_for
 
 # %% auto #0
-__all__ = ['load_run', 'probe_set', 'png_data_uri', 'attribution_image', 'write_report']
+__all__ = ['load_run', 'probe_set', 'png_data_uri', 'restoration_views', 'attribution_image', 'write_report']
 
 # %% ../nbs/65_report.ipynb #c006
 def _read_history(path: Path) -> list[dict]:
@@ -90,6 +90,19 @@ def _png_bytes(img: np.ndarray) -> bytes:
     "The PNG file of an array, in memory."
     buf = io.BytesIO(); Image.fromarray(img).save(buf, format="PNG")
     return buf.getvalue()
+
+def restoration_views(method, # a Method with `views` and `restoration_pair`
+                      images: list, # native `1×H×W` images
+                      size: int, # training crop size
+                      seed: int = 0, # seed of the views: the same seed draws the same views for any method of one kind
+                      faithful_flip_quirk: bool = False, # the run's setting
+                     ) -> tuple:
+    "Restoration inputs and targets (`B×1×S×S` each) of `images`, one training view each; `(None, None)` without a decoder."
+    seed_everything(seed)
+    views = method.views(size, faithful_flip_quirk=faithful_flip_quirk)
+    pairs = [method.restoration_pair(views(x)) for x in images]     # the method names its restoration input and target
+    if not pairs or pairs[0] is None: return None, None
+    return tuple(torch.stack(t) for t in zip(*pairs))
 
 def attribution_image(images: torch.Tensor, # `B×1×H×W`
                       heatmaps: dict, # {name: `B×H×W`}
@@ -161,12 +174,9 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     page = _Page(out)
     size = int(cfg.get("image_size", getattr(method.config, "image_size", 64)))
     probe = probe_set(cfg, n_probe, size)
-    seed_everything(seed)
-    views = method.views(size, faithful_flip_quirk=bool(cfg.get("faithful_flip_quirk", False)))
-    samples = [views(x) for x in probe["native"][:n_show]]
-    pairs = [method.restoration_pair(s) for s in samples]              # the method names its restoration input and target
-    x1, target = (torch.stack(t) for t in zip(*pairs)) if samples and pairs[0] is not None else (None, None)
-    with torch.no_grad(): rec = method.reconstruct(x1) if target is not None else None
+    quirk = bool(cfg.get("faithful_flip_quirk", False))
+    x1, target = restoration_views(method, probe["native"][:n_show], size, seed, quirk)
+    rec = method.reconstruct(x1) if target is not None else None
     name = html.escape(str(cfg.get("method", method.name)))
 
     def run_summary():
@@ -211,10 +221,8 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     def worst():
         "fastai's plot_top_losses for restoration: the probe images the model restores worst, with their errors."
         if rec is None: page.p(f"{name} has no decoder: no restorations to rank."); return
-        seed_everything(seed)
-        all_pairs = [method.restoration_pair(views(x)) for x in probe["native"]]
-        xa, ta = (torch.stack(t) for t in zip(*all_pairs))
-        with torch.no_grad(): ra = torch.cat([method.reconstruct(xa[i:i + 32]) for i in range(0, len(xa), 32)])
+        xa, ta = restoration_views(method, probe["native"], size, seed, quirk)   # the same views as above, for every probe
+        ra = torch.cat([method.reconstruct(xa[i:i + 32]) for i in range(0, len(xa), 32)])
         err = ((ra.float().cpu() - ta) ** 2).flatten(1).mean(1)
         idx = err.argsort(descending=True)[:n_show]
         page.png(recon_grid(recon_rows(xa[idx], ra[idx].cpu(), ta[idx], n=len(idx)), scale=3), "worst_restorations.png",
