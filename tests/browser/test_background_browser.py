@@ -28,7 +28,7 @@ dl, _ = make_dataloaders(train, method.views(32), batch_size=8)
 learn = Learner(method, dl, None, device="cpu", quiet=True)
 dash = Dashboard(method, load_samples(split="valid", dir={str(REPO / 'data_samples')!r}), n_probe=12, n_show=2, reducer="pca")
 dash""",
-    """training = BackgroundTraining(learn, 40, dashboard=dash, checkpoint="stopped.pt",
+    """training = BackgroundTraining(learn, 1000, dashboard=dash, checkpoint="stopped.pt",
                               cbs=[DashboardCallback(dash, every_steps=2, every_seconds=0, slow_every=2, max_overhead=None)])
 print("cell returned while training runs")""",
 ]
@@ -90,6 +90,8 @@ def test_background_training_keeps_the_dashboard_live_and_controllable():
         # resume, let it train a little, then stop & save
         page.locator(".dira-dashboard button", has_text="pause training").click()
         page.wait_for_function(f"() => +document.querySelector('.dira-dashboard .dira-status').dataset.step > {step}", timeout=120_000)
+        # 1000 epochs (4000 steps) cannot end before this click, on any machine: the button is enabled only while training
+        assert _status(page)["state"] == "training", f"training is not running before 'stop & save': {_status(page)}"
         page.locator(".dira-dashboard button", has_text="stop & save").click()
         page.wait_for_function("() => document.querySelector('.dira-dashboard .dira-status').innerText.includes('stopped; saved')",
                                timeout=120_000)
