@@ -22,7 +22,7 @@ import dira_nb.methods.core, dira_nb.methods.dira  # registers DiRA and its abla
 from .learner import Learner, EpochSampler, SeededItems, NonFiniteLossError
 from .callback.core import Callback
 from .callback.schedule import CosineLR
-from .callback.progress import ProgressBar, CSVLogger, SaveCheckpoint, ResumeCheckpoint, ProgressLog
+from .callback.progress import ProgressBar, CSVLogger, StepLogger, SaveCheckpoint, ResumeCheckpoint, ProgressLog
 from .callback.guards import DiscriminatorMonitor
 from .viz.recon import ReconstructionSnapshots
 from .callback.perf import MixedPrecision, ChannelsLast, Compile, autocast_supported
@@ -575,7 +575,7 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
         if cfg.probe and main: stage_cbs.append(FeatureProbe(*_probe_set(valid if valid is not None and len(valid) >= 2 else train, cfg)))
         if main:                                         # only rank 0 writes files and shows progress
             resume_cb = ResumeCheckpoint(out / RESUME_FILE, every_steps=cfg.checkpoint_every, extra_meta=resume_meta)
-            stage_cbs += [CSVLogger(sdir / "history.csv"), resume_cb, _StopOnSignal(stop, resume_cb, out),
+            stage_cbs += [CSVLogger(sdir / "history.csv"), StepLogger(sdir / "steps.csv"), resume_cb, _StopOnSignal(stop, resume_cb, out),
                           ProgressLog(out / "progress.log", total_steps=total_steps, offset=sum(stage_steps[:k]),   # progress even with --quiet
                                       echo=None if quiet else sys.stderr)]
             if cfg.keep_stage_checkpoints: stage_cbs.append(SaveCheckpoint(sdir))    # best.pt / last.pt of every stage

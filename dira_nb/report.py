@@ -36,7 +36,7 @@ def _read_history(path: Path) -> list[dict]:
 def load_run(run_dir: str | Path, # a folder written by `dira_nb.pretrain.pretrain`
              load_method: bool = True, # also rebuild the final method from `final.pt`
             ) -> dict:
-    "Config, summary, per-stage histories (and the final method) of a run folder."
+    "Config, summary, per-stage histories and step logs (and the final method) of a run folder."
     import yaml
     from dira_nb.methods.core import Method
     run = Path(run_dir)
@@ -52,7 +52,8 @@ def load_run(run_dir: str | Path, # a folder written by `dira_nb.pretrain.pretra
     order = [s["stage"] for s in summary.get("stages", [])]
     stages = order + sorted(p.parent.name for p in run.glob("*/history.csv") if p.parent.name not in order)
     histories = {s: _read_history(run / s / "history.csv") for s in stages if (run / s / "history.csv").exists()}
-    out = dict(run_dir=run, config=config, summary=summary, histories=histories, method=None)
+    steps = {s: _read_history(run / s / "steps.csv") for s in stages if (run / s / "steps.csv").exists()}
+    out = dict(run_dir=run, config=config, summary=summary, histories=histories, steps=steps, method=None)
     if load_method:
         if not final.exists(): raise FileNotFoundError(f"{final} is missing: the run did not finish")
         out["method"] = Method.from_checkpoint(final).eval()
@@ -207,9 +208,14 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
         if not run["histories"]: page.p("no history.csv files found"); return
         for stage, rows in run["histories"].items():
             chance = {"loss_dis": summary["chance_loss_dis"]} if "chance_loss_dis" in summary else None
-            page.fig(loss_curves_figure(rows, title=f"stage {stage}", chance=chance))
-            page.png(curves_image(rows, chance=chance), f"loss_{stage}.png",
-                     f"loss curves of stage {stage}" + (" (dashed: InfoNCE chance level of a training batch, ln(K+1) with a queue, ln B in-batch; with in-batch "
+            steps = run.get("steps", {}).get(stage)
+            if steps:      # every training step (smoothed, raw faint) with the validation means at each epoch's last step
+                rows = [{k: v for k, v in r.items() if k == "iter" or k.startswith("loss")} for r in steps] + \
+                       [{"iter": h["train_iter"], **{k: v for k, v in h.items() if k.startswith("valid_loss")}} for h in rows if "train_iter" in h]
+            smooth = 0.9 if steps and len(steps) >= 30 else 0.0
+            page.fig(loss_curves_figure(rows, title=f"stage {stage}", chance=chance, smooth=smooth, raw=smooth > 0))
+            page.png(curves_image(rows, chance=chance, smooth=smooth), f"loss_{stage}.png",
+                     f"loss curves of stage {stage}" + (" by training step (smoothed; raw values faint; validation: dots at each epoch's end)" if steps else "") + (" (dashed: InfoNCE chance level of a training batch, ln(K+1) with a queue, ln B in-batch; with in-batch "
                         "negatives a smaller validation batch has its own, lower chance level, ln of its size)" if chance else ""))
 
     def recon():

@@ -236,3 +236,19 @@ def test_evaluate_image_size_defaults_to_the_runs(tmp_path):
               "--segmentation-steps", "0", "--threads", "1"], REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "24 px, the run's training size" in r.stderr
+
+
+def test_readme_main_job_runs_as_written(tmp_path):
+    "The README's first command, word for word (a few images and a temporary run folder appended): its data ships in the repo."
+    import shlex
+    line = next(l for l in (REPO / "README.md").read_text().splitlines() if "dira-nb pretrain" in l and "setup.sh" in l)
+    words = shlex.split(line.split("&&", 1)[1].split("#", 1)[0])
+    assert words[0] == ".venv/bin/dira-nb" and words[1] == "pretrain", words
+    data = Path(words[words.index("--data") + 1])
+    assert (REPO / data).exists(), f"the README's main job reads {data}, which is not in the repository"
+    out = tmp_path / "demo"
+    r = _run([_cli(), *words[1:], "--max-images", "64", "--probe", "16", "--snapshots", "0", "--out", str(out), "--quiet"], REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and [s["stage"] for s in summary["stages"]] == ["dir", "dira"]
+    assert (out / "report" / "index.html").exists() and (out / "dira" / "steps.csv").exists()

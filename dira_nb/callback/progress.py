@@ -13,7 +13,7 @@ from .core import Callback
 from ..checkpoint import atomic_write, save_checkpoint
 
 # %% auto #0
-__all__ = ['ProgressBar', 'CSVLogger', 'SaveCheckpoint', 'ResumeCheckpoint', 'ProgressLog']
+__all__ = ['ProgressBar', 'CSVLogger', 'StepLogger', 'SaveCheckpoint', 'ResumeCheckpoint', 'ProgressLog']
 
 # %% ../../nbs/33_callback.progress.ipynb #c008
 def _fmt(v) -> str: return f"{float(v.detach() if hasattr(v, 'detach') else v):.4f}"
@@ -92,6 +92,38 @@ class CSVLogger(Callback):
 
     def after_epoch(self):
         if self.learn.history: _append_csv_row(self.path, self.learn.history[-1])
+
+    def read(self) -> list[dict]:
+        "The logged rows, as dicts of strings."
+        with self.path.open(newline='', encoding='utf-8') as f: return list(csv.DictReader(f))
+
+# %% ../../nbs/33_callback.progress.ipynb #c014b
+class StepLogger(Callback):
+    "Keep every training step's loss terms (`learn.recorder.batch_losses`) in the CSV file `fname`: written at epoch ends and every `every` steps."
+    order = 60
+    def __init__(self, fname: str | Path = 'steps.csv', # CSV file to write (parent folders are created)
+                 every: int = 100, # also write every `every` steps (0: at epoch ends only)
+                ):
+        self.path, self.every, self.rows, self._seen = Path(fname), int(every), [], 0
+
+    def before_fit(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if getattr(self.learn, 'resumed', False) and self.path.exists():    # resuming: keep the steps up to the restored one
+            self.rows = [r for r in self.read() if r.get('iter') not in (None, '') and int(float(r['iter'])) <= self.learn.train_iter]
+        elif not self.rows: self.path.unlink(missing_ok=True)             # a new run: a new file (later fits append)
+        self._seen = len(self.learn.recorder.batch_losses)
+
+    def _write(self):
+        new = self.learn.recorder.batch_losses[self._seen:]
+        self._seen += len(new); self.rows += new
+        if not new or not self.rows: return
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        atomic_write(self.path, lambda f: f.write(_csv_text(keys, self.rows).encode('utf-8')))
+
+    def after_batch(self):
+        if self.every and self.learn.train_iter % self.every == 0: self._write()
+
+    def after_epoch(self): self._write()
 
     def read(self) -> list[dict]:
         "The logged rows, as dicts of strings."

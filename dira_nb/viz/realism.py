@@ -247,6 +247,7 @@ def curves_image(batch_losses: list, # rows as for `loss_curves_figure`
                  panel: tuple = (260, 160), # panel width and height in pixels
                  cols: int = 3, # panels per row
                  chance: dict | None = None, # {term: level} dashed grey reference lines (e.g. InfoNCE's ln(K+1))
+                 smooth: float = 0.0, # EMA smoothing of the train curves (per-step rows); the raw values stay, faint
                 ) -> np.ndarray:
     "`uint8` RGB image with one panel per loss term (train blue, valid orange, chance dashed grey), drawn by matplotlib."
     from matplotlib.figure import Figure
@@ -265,6 +266,9 @@ def curves_image(batch_losses: list, # rows as for `loss_curves_figure`
             xs, ys = _rows_xy(rows, k, xk)
             if not len(ys): continue
             split = "valid" if k.startswith("valid_") else "train"
+            if split == "train" and smooth > 0:
+                ax.plot(xs, ys, color=colors[split], lw=0.8, alpha=0.25)
+                ys = smooth_ema(ys, smooth)
             ax.plot(xs, ys, color=colors[split], lw=1.6, marker="o" if len(ys) < 30 else None, ms=2.5, label=split)
         level = (chance or {}).get(term)
         if level is not None: ax.axhline(level, color="#888888", lw=1.2, ls=(0, (4, 3)), label=f"chance {level:.3g}")
