@@ -122,6 +122,8 @@ def _add_benchmark_args(p: argparse.ArgumentParser, evaluate: bool = False):
     p.add_argument("--eval-every", type=int, default=None, help=f"fine-tuning validation interval in steps (default {d.eval_every})")
     p.add_argument("--patience", type=int, default=None, help=f"validations without improvement before fine-tuning stops (default {d.patience})")
     p.add_argument("--no-localization", action="store_true", help="skip Grad-CAM localization on data_samples lesions")
+    if evaluate: p.add_argument("--heatmap", default=None, choices=["gradcam", "gradcam++", "layercam", "ig", "occlusion"],
+                                help="localization heatmaps with --data (default: gradcam)")
     p.add_argument("--cam-layer", default=None, help="encoder stage for Grad-CAM (layer1..layer4)")
     p.add_argument("--segmentation-steps", type=int, default=None, help="lung U-Net fine-tuning steps on data_samples (0 skips)")
     p.add_argument("--device", default=None, help="auto / cpu / cuda")
@@ -251,7 +253,7 @@ def _evaluate_data(args) -> int:
     from dira_nb.eval.evaluate import evaluate_run
     if args.datasets: raise SystemExit("dira-nb evaluate: give --data (your own data) or --datasets (the package's), not both")
     flags = dict(finetune_steps="finetune_steps", finetune_batch="batch_size", finetune_lr="lr", knn_k="knn_k",
-                 eval_every="eval_every", patience="patience", segmentation_steps="seg_steps", device="device")
+                 eval_every="eval_every", patience="patience", segmentation_steps="seg_steps", device="device", heatmap="heatmap")
     kw = {name: getattr(args, f) for f, name in flags.items() if getattr(args, f, None) is not None}
     if args.tiny: kw = {**dict(finetune_steps=4, seg_steps=4, batch_size=8, eval_every=2, patience=1, knn_k=5), **kw}
     fr = tuple(args.fractions) if args.fractions else ((0.1, 1.0) if args.tiny else (0.01, 0.1, 1.0))

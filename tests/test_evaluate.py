@@ -178,3 +178,17 @@ def test_clear_errors(tmp_path):
         read_eval_data(tmp_path / "l.csv", size=8)
     with pytest.raises(TypeError, match="unknown setting"):
         evaluate_run("random", tmp_path / "l.csv", finetune_stps=3)
+
+
+def test_localization_with_another_heatmap_method(tmp_path):
+    "heatmap='layercam' scores the model and the random-init baseline with LayerCAM at the chosen layer; the page names it."
+    d = make_folder(tmp_path / "data")
+    res = evaluate_run("random", d, image_size=16, out=tmp_path / "ev", quiet=True, tasks=["classification", "localization"],
+                       heatmap="layercam", **FAST)
+    loc = res.results["tasks"]["localization"]["lesion masks"]
+    assert loc["heatmap"] == "layercam" and loc["layer"] and loc["cam_shape"]
+    assert {r["model"] for r in loc["table"]} == {"model", "centre prior", "random init"}
+    html = (tmp_path / "ev" / "eval.html").read_text()
+    assert "LayerCAM of the fully fine-tuned classifier" in html
+    with pytest.raises(ValueError, match="heatmap='gradcam\\+'; choose one of"):
+        evaluate_run("random", d, image_size=16, out=tmp_path / "ev2", quiet=True, heatmap="gradcam+", **FAST)

@@ -21,8 +21,8 @@ from .localization import (BASELINES, find_mask, read_mask, load_ground_truth, r
                                        localization_baselines, baseline_gains, baseline_warnings, localization_table)
 
 # %% auto #0
-__all__ = ['run_info', 'resolve_input', 'EvalData', 'read_eval_data', 'EvalSettings', 'classification_task', 'segmentation_task',
-           'localization_task', 'discover_annotations', 'EvalResult', 'evaluate_run', 'roc_figure',
+__all__ = ['HEATMAP_NAMES', 'run_info', 'resolve_input', 'EvalData', 'read_eval_data', 'EvalSettings', 'classification_task',
+           'segmentation_task', 'localization_task', 'discover_annotations', 'EvalResult', 'evaluate_run', 'roc_figure',
            'segmentation_figure', 'overlay_figure', 'accuracy_figure', 'evaluation_html', 'write_evaluation']
 
 # %% ../../nbs/57_eval.evaluate.ipynb #e006
@@ -357,9 +357,13 @@ class EvalSettings:
     knn_k: int = 20 # neighbours of the kNN classifier
     seg_steps: int = 300 # segmentation fine-tuning steps
     compare_random: bool = True # also score a random-init encoder of the same architecture (probe, kNN, fine-tuning at 100 %, Dice)
-    cam_cells: int = 8 # Grad-CAM at the deepest layer whose map has at least this many cells per side
+    cam_cells: int = 8 # the CAMs at the deepest layer whose map has at least this many cells per side
+    heatmap: str = "gradcam" # localization heatmaps: 'gradcam', 'gradcam++', 'layercam', 'ig' or 'occlusion'
     n_examples: int = 6 # images shown in the report's overlays
     device: str = "auto"
+
+HEATMAP_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM", "ig": "Integrated Gradients",
+                 "occlusion": "Occlusion"}
 
 def _n_logits(y: np.ndarray) -> int:
     kind = label_kind(y)
@@ -532,12 +536,12 @@ def localization_task(classifiers: dict, # {'model': classifier, 'random init': 
     x, g = data.images[te], [gts[i] for i in te]
     kind = g[0].kind
     target = _targets(data, te, g, box_dict)
-    kw = dict(region="mask" if kind == "mask" else "box", cam_cells=st.cam_cells)
+    kw = dict(region="mask" if kind == "mask" else "box", cam_cells=st.cam_cells, method=st.heatmap)
     results = {"model": localization_scores(classifiers["model"], x, g, target=target, **kw)}
     results.update(localization_baselines(x, g, trg, random_classifier=classifiers.get("random init"), target=target, **kw))
     rows = localization_table(results, fmt="rows")
     m = results["model"]
-    out = dict(ground_truth=gt_name, kind=kind, n_test=len(te), n_train_lesions=len(trg), region=kw["region"],
+    out = dict(ground_truth=gt_name, kind=kind, n_test=len(te), n_train_lesions=len(trg), region=kw["region"], heatmap=st.heatmap,
                layer=m.get("layer"), cam_shape=list(m["cam_shape"]) if m.get("cam_shape") else None,
                prior=results["centre prior"].get("prior"),
                table=[{k: v for k, v in r.items()} for r in rows], gains=baseline_gains(results),
@@ -623,6 +627,7 @@ def evaluate_run(run, # 'random', a run folder, a backbone file or checkpoint (a
     bad = set(settings) - {f.name for f in fields(EvalSettings)}
     if bad: raise TypeError(f"evaluate_run: unknown setting(s) {sorted(bad)}; settings are {[f.name for f in fields(EvalSettings)]}")
     st = EvalSettings(label_fractions=tuple(float(f) for f in label_fractions), **settings)
+    if st.heatmap not in HEATMAP_NAMES: raise ValueError(f"evaluate_run: heatmap={st.heatmap!r}; choose one of {list(HEATMAP_NAMES)}")
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     info = run_info(run)
     size, chans, warns = resolve_input(info, image_size, in_chans)
@@ -668,7 +673,7 @@ def evaluate_run(run, # 'random', a run folder, a backbone file or checkpoint (a
         sources = [("lesion masks", dict(lesion_masks=ann["lesion_masks"]))] if ann["lesion_masks"] else []
         if ann["boxes"]: sources.append(("boxes", dict(boxes=ann["boxes"])))
         for gt_name, src in sources:
-            say(f"localization against {gt_name}: Grad-CAM with centre-prior and random-init baselines")
+            say(f"localization against {gt_name}: {st.heatmap} heatmaps with centre-prior and random-init baselines")
             try:
                 gts = _lesion_gts(d, **src)
                 dl = d
@@ -854,8 +859,8 @@ def evaluation_html(result: EvalResult, # from `evaluate_run`
         parts.append(f"<h2>Lesion localization: {e(name)}</h2>")
         if "error" in l: parts.append(f"<div class='warn'>{e(l['error'])}</div>"); continue
         cam = f"{l['cam_shape'][0]}×{l['cam_shape'][1]}" if l.get("cam_shape") else "?"
-        parts.append(f"<p class='note'>Grad-CAM of the fully fine-tuned classifier at <code>{e(str(l['layer']))}</code> "
-                     f"({cam} cells) on the {l['n_test']} test images with a lesion, scored as {e(l['region'])} regions. "
+        where = f" at <code>{e(str(l['layer']))}</code> ({cam} cells)" if l.get("layer") else ""
+        parts.append(f"<p class='note'>{e(HEATMAP_NAMES.get(l.get('heatmap', 'gradcam'), str(l.get('heatmap'))))} of the fully fine-tuned classifier{where} on the {l['n_test']} test images with a lesion, scored as {e(l['region'])} regions. "
                      "Baselines: <b>centre prior</b> — a Gaussian at the training lesions' mean position and size that looks "
                      "at no image; <b>random init</b> — the same classifier trained without pretraining. Δ: gain over the "
                      "best baseline.</p>")

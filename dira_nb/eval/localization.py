@@ -547,14 +547,14 @@ def compute_heatmaps(classifier, # nn.Module: B×1×H×W → logits B×C
                      target='positive', # 'positive' (see `resolve_target`), class index, per-image indices, or None (predicted)
                      method: str = 'gradcam', # attribution method of `dira_nb.viz.attribution.attribute`
                      batch_size: int = 16, # images per attribution call
-                     cam_cells: int = 8, # Grad-CAM without `layer=`: the deepest layer whose map has ≥ this many cells per side (`cam_layer`)
+                     cam_cells: int = 8, # the CAMs without `layer=`: the deepest layer whose map has ≥ this many cells per side (`cam_layer`)
                      **attr_kw, # passed on to `attribute` (e.g. `layer=`)
                     ) -> torch.Tensor:
     "Heatmaps N×H×W in [0, 1] for `target`, computed in batches on the classifier's device."
-    from dira_nb.viz.attribution import attribute
+    from dira_nb.viz.attribution import attribute, CAM_METHODS
     x = _as_images(images)
     if len(x) == 0: return torch.zeros(0, *x.shape[-2:])
-    if method == 'gradcam' and attr_kw.get('layer') is None: attr_kw['layer'] = cam_layer(classifier, x.shape[-2:], cam_cells)[0]
+    if method in CAM_METHODS and attr_kw.get('layer') is None: attr_kw['layer'] = cam_layer(classifier, x.shape[-2:], cam_cells)[0]
     dev = next(classifier.parameters()).device
     target = resolve_target(classifier, x, target)
     tgt = torch.as_tensor(target) if target is not None and not isinstance(target, int) else target
@@ -601,7 +601,8 @@ def localization_scores(classifier, # nn.Module B×1×H×W → logits (None when
     layer = cam_shape = None
     if heatmaps is None:
         if classifier is None: raise ValueError("localization_scores: give a classifier or precomputed heatmaps=")
-        if method == 'gradcam':
+        from dira_nb.viz.attribution import CAM_METHODS
+        if method in CAM_METHODS:                  # Grad-CAM, Grad-CAM++, LayerCAM: one layer with ≥ `cam_cells` cells a side
             lay = attr_kw.get('layer')
             if lay is None: layer, cam_shape = cam_layer(classifier, shape, cam_cells)
             else:

@@ -1,4 +1,4 @@
-"""Captum attributions — Grad-CAM, Integrated Gradients and Occlusion — for classifiers and for encoder-only self-supervised models, as `B×H×W` heatmaps in [0, 1] and as overlays.
+"""Captum attributions — Grad-CAM (and Grad-CAM++, LayerCAM), Integrated Gradients and Occlusion — for classifiers and for encoder-only self-supervised models, as `B×H×W` heatmaps in [0, 1] and as overlays.
 
 Docs: https://dira-nb.github.io/dira_nb/viz.attribution.html.md"""
 
@@ -14,7 +14,7 @@ from torch import nn
 from ..models.encoders import is_encoder
 
 # %% auto #0
-__all__ = ['ATTRIBUTION_METHODS', 'OUTLINE_COLOR', 'attribution_copy', 'default_layer', 'EmbeddingSimilarity',
+__all__ = ['ATTRIBUTION_METHODS', 'CAM_METHODS', 'OUTLINE_COLOR', 'attribution_copy', 'default_layer', 'EmbeddingSimilarity',
            'embedding_similarity_model', 'attribute', 'gradcam_layer_for', 'planted_blob_images', 'toy_blob_classifier',
            'fit_toy_classifier', 'peak_in_box', 'heat_rgb', 'overlay_rgb', 'attribution_figure', 'mask_outline',
            'lesion_outline']
@@ -76,7 +76,31 @@ def embedding_similarity_model(encoder: nn.Module, # an encoder, or a `Method` (
     return EmbeddingSimilarity(enc if isinstance(enc, nn.Module) and hasattr(encoder, "embed") else encoder)
 
 # %% ../../nbs/63_viz.attribution.ipynb #c016
-ATTRIBUTION_METHODS = ("gradcam", "ig", "occlusion")
+ATTRIBUTION_METHODS = ("gradcam", "gradcam++", "layercam", "ig", "occlusion")
+CAM_METHODS = ("gradcam", "gradcam++", "layercam")     # class-activation maps at one layer (`layer=` applies)
+
+def _layer_activation_and_gradient(m: nn.Module, lay: nn.Module, x: torch.Tensor, target, extra) -> tuple:
+    "Activations `A` of `lay` and the gradients of each image's target score with respect to them (both `B×K×h×w`)."
+    store = {}
+    hook = lay.register_forward_hook(lambda mod, inp, out: store.__setitem__("a", out))
+    try:
+        with torch.enable_grad():
+            x = x.detach().clone().requires_grad_(True)      # the copy's weights are frozen: the graph starts at the input
+            out = m(x, *extra) if extra else m(x)
+            t = target if isinstance(target, torch.Tensor) else torch.full((len(x),), int(target), device=out.device)
+            score = out.gather(1, t.view(-1, 1)).sum()
+            grad, = torch.autograd.grad(score, store["a"])
+    finally: hook.remove()
+    return store["a"].detach(), grad.detach()
+
+def _cam(A: torch.Tensor, G: torch.Tensor, how: str) -> torch.Tensor:
+    "Grad-CAM++ or LayerCAM map `B×1×h×w` from activations and gradients."
+    if how == "layercam": return (G.clamp(min=0) * A).sum(1, keepdim=True).clamp(min=0)
+    g2 = G.pow(2)                                            # Grad-CAM++ with the exponential-score closed form of α
+    denom = 2 * g2 + A.sum((2, 3), keepdim=True) * G.pow(3)
+    alpha = g2 / torch.where(denom.abs() > 1e-12, denom, torch.ones_like(denom))
+    w = (alpha * G.clamp(min=0)).sum((2, 3), keepdim=True)
+    return (w * A).sum(1, keepdim=True).clamp(min=0)
 
 def _normalise(a: torch.Tensor) -> torch.Tensor:
     "Scale each `H×W` map of `B×H×W` to [0, 1] by its maximum (all-zero maps stay zero)."
@@ -93,7 +117,7 @@ def _as_model(model: nn.Module) -> nn.Module:
 
 def attribute(model: nn.Module, # classifier (`B×1×H×W` → logits `B×C`), `EmbeddingSimilarity`, encoder or `Method`
               images: torch.Tensor, # `B×C×H×W` inputs in [0, 1]
-              method: str = "gradcam", # 'gradcam', 'ig' or 'occlusion'
+              method: str = "gradcam", # 'gradcam', 'gradcam++', 'layercam', 'ig' or 'occlusion'
               target: int | torch.Tensor | None = None, # class index (int or per-image `B` tensor); None = predicted class
               layer: nn.Module | str | None = None, # Grad-CAM layer: a module of `model`, its dotted name, 'auto' (`gradcam_layer_for`) or None (`default_layer`)
               **kw, # passed to Captum: e.g. n_steps / internal_batch_size (ig), window / stride (occlusion)
@@ -130,6 +154,10 @@ def attribute(model: nn.Module, # classifier (`B×1×H×W` → logits `B×C`), `
         lay = default_layer(m) if layer is None else m.get_submodule(layer)
         cam = LayerGradCam(m, lay).attribute(x, target=target, additional_forward_args=extra, relu_attributions=True)
         heat = F.interpolate(cam, size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+    elif method in ("gradcam++", "layercam"):
+        lay = default_layer(m) if layer is None else m.get_submodule(layer)
+        A, G = _layer_activation_and_gradient(m, lay, x, target, extra)
+        heat = F.interpolate(_cam(A, G, method), size=(H, W), mode="bilinear", align_corners=False)[:, 0]
     elif method == "ig":
         ig = IntegratedGradients(m)
         kw.setdefault("n_steps", 32)

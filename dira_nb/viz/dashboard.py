@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 import ipywidgets as W
 from ..callback.core import Callback
+from .attribution import ATTRIBUTION_METHODS, CAM_METHODS   # the methods the attribution menu offers
 from .recon import recon_rows, recon_figure
 
 # %% auto #0
-__all__ = ['PLOTLY_MIME', 'FAST_PANELS', 'SLOW_PANELS', 'ATTRIBUTION_METHODS', 'REDUCERS', 'COMPARE_MODES', 'PANEL_ORDER',
-           'quiet_eval', 'figure_bundle', 'text_bundle', 'show_figures', 'probe_set', 'probe_lesions', 'Panel',
-           'RefreshHistory', 'Dashboard', 'DashboardCallback']
+__all__ = ['PLOTLY_MIME', 'FAST_PANELS', 'SLOW_PANELS', 'REDUCERS', 'COMPARE_MODES', 'PANEL_ORDER', 'quiet_eval', 'figure_bundle',
+           'text_bundle', 'show_figures', 'probe_set', 'probe_lesions', 'Panel', 'RefreshHistory', 'Dashboard',
+           'DashboardCallback']
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c006
 @contextlib.contextmanager
@@ -292,7 +293,6 @@ class RefreshHistory:
 # %% ../../nbs/64_viz.dashboard.ipynb #c022
 FAST_PANELS = ("losses", "realism", "recon")
 SLOW_PANELS = ("embedding", "attribution")
-ATTRIBUTION_METHODS = ("gradcam", "ig", "occlusion")
 REDUCERS = ("umap", "pca")
 COMPARE_MODES = ("one step", "step 0 | now")
 PANEL_ORDER = ("losses", "realism", "recon", "attribution", "embedding")   # two per row: recon next to attribution
@@ -350,7 +350,7 @@ class Dashboard:
                  n_probe: int = 64, # size of the fixed probe set
                  n_show: int = 4, # probe images shown in the reconstruction/realism/attribution panels (lesions first)
                  reducer: str = "umap", # 'umap' or 'pca' (fitted once, at the first refresh, then reused)
-                 attribution: str = "gradcam", # 'gradcam', 'ig' or 'occlusion'
+                 attribution: str = "gradcam", # one of `ATTRIBUTION_METHODS`: 'gradcam', 'gradcam++', 'layercam', 'ig', 'occlusion'
                  every_steps: int = 0, # refresh every this many steps (0 = by time only)
                  every_seconds: float = 10.0, # refresh every this many seconds (0 = by steps only)
                  slow_every: int = 3, # expensive panels on every this-many-th refresh
@@ -729,7 +729,7 @@ class Dashboard:
         S = imgs.shape[-1]                        # widget-sized settings: IG with 16 steps, occlusion on a 7×7 grid
         kw = dict(ig=dict(n_steps=16), occlusion=dict(window=max(4, S // 4), stride=max(2, S // 8),
                                                      perturbations_per_eval=16),
-                  gradcam=dict(layer="auto")).get(how, {})   # small images: the deepest stage with a few cells
+                  **{cam: dict(layer="auto") for cam in CAM_METHODS}).get(how, {})   # small images: the deepest stage with a few cells
         heat = attribute(embedding_similarity_model(self.method.encoder), imgs, method=how, **kw).detach().cpu()
         hits, peaks, f = [], [], self.history_px / S
         for j, i in enumerate(idx):
