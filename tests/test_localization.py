@@ -322,8 +322,8 @@ def test_off_centre_lesions_trained_gradcam_beats_prior(one_thread):
     to_gt = lambda b: [GroundTruth.from_boxes([Box(*[float(v) for v in bb])], 32) for bb in b]
     train_gts, pos = to_gt(boxes[y == 1]), yt == 1
     test_gts = to_gt(bt[pos])
-    clf = toy_blob_classifier(); acc = fit_toy_classifier(clf, x, y, steps=120)
-    assert acc > 0.9
+    clf = toy_blob_classifier(); acc = fit_toy_classifier(clf, x, y, steps=300)   # 120 steps reached 0.89 on a Xeon (AVX-512), 0.9+ on EPYC
+    assert acc > 0.9, acc
     clf_random = toy_blob_classifier()                       # same architecture, untrained: the random-init row
     res = {"model": localization_scores(clf, xt[pos], test_gts, target=1),
            **localization_baselines(xt[pos], test_gts, train_gts, random_classifier=clf_random, target=1)}
