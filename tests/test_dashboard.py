@@ -343,3 +343,11 @@ def test_inspector_notebook_export_cell_is_harmless(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "nbs")
     exec(compile(cells[0], "54_eval.inspector.ipynb", "exec"), {})          # asked, in a repository's nbs/
     assert calls == [1]
+
+
+def test_probe_title_and_attribution_hint_name_labels_not_lesions_without_ground_truth():
+    "X-rays labelled normal/pneumonia have no lesion masks: the dashboard says 'labelled pneumonia', not 'with a lesion'."
+    m = _method()
+    d = Dashboard(m, tiny_batch(8, 40), labels=np.arange(8) % 2, label_names=["normal", "pneumonia"], n_show=2, reducer="pca")
+    assert "(4 of 8 labelled pneumonia)" in d.probe_picker.get_title(0)
+    assert "green outline" not in d.panels["attribution"].hint

@@ -464,7 +464,8 @@ class Dashboard:
             "losses": Panel("losses", "Losses", "every ingredient finite; restoration falls first, discrimination slowly"),
             "realism": Panel("realism", "Realism (discriminator)", "critic(real) above critic(restored), neither stuck at 1 or 0"),
             "recon": Panel("recon", "Reconstructions", "target · distorted input · restoration · error ×4: errors fade"),
-            "attribution": Panel("attribution", "Attribution", "heat on anatomy and lesions (green outline), not on borders"),
+            "attribution": Panel("attribution", "Attribution", "heat on anatomy and lesions (green outline), not on borders"
+                                 if self.lesions else "heat on anatomy (lungs, heart), not on borders or background"),
             "embedding": Panel("embedding", "Embedding of the probe set", "labels were never used: do classes separate? (fixed map: points move)"),
         }
         from dira_nb.methods.core import method_panels
@@ -547,7 +548,9 @@ class Dashboard:
         finally: self._moving = False
         names = ", ".join(self._probe_name(i) for i in self.selected)
         n_les = sum(self._has_lesion(i) for i in range(len(self.probes)))
-        self.probe_picker.set_title(0, f"probe images: {names} — click to choose ({n_les} of {len(self.probes)} with a lesion)")
+        if self.lesions: what = "with a lesion"                  # ground truth; else the label the probes are ordered by
+        else: what = "labelled " + ("/".join(self.label_names[1:]) if self.label_names and len(self.label_names) > 1 else "above 0")
+        self.probe_picker.set_title(0, f"probe images: {names} — click to choose ({n_les} of {len(self.probes)} {what})")
 
     def _on_probes(self):
         self._sync_probe_title()
