@@ -34,10 +34,11 @@ def test_user_settings_win_over_the_recipe(tmp_path, samples_dir):
 
 @pytest.mark.slow
 def test_moco_learns_on_real_xrays(tmp_path, pneumonia_npz):
-    """MoCo-v2 (di) on 640 real 28-px X-rays, 500 steps with in-batch negatives (the budget recipe): InfoNCE ends ≥ 0.5 nat
-    below its chance level ln(B) (no queue, so no stale-key shortcut) and `moco_acc` far above 1/B."""
+    """MoCo-v2 (di) on 640 real 28-px X-rays, 200 steps (20 epochs of 10) with in-batch negatives (the budget recipe):
+    InfoNCE ends ≥ 0.5 nat below its chance level ln(B) (no queue, so no stale-key shortcut) and `moco_acc` far above 1/B.
+    Measured on the Xeon dev machine: 0.80 nat below after 11 epochs, 1.03 after 20, 1.25 after 36."""
     out = tmp_path / "moco"
-    pretrain(PretrainConfig(data=str(pneumonia_npz), out=str(out), method="di", image_size=28, epochs=40, batch_size=64,
+    pretrain(PretrainConfig(data=str(pneumonia_npz), out=str(out), method="di", image_size=28, epochs=20, batch_size=64,
                             max_images=640, probe=0, snapshots=0), quiet=True)
     s = json.loads((out / "summary.json").read_text())
     chance = s["chance_loss_dis"]
@@ -47,4 +48,4 @@ def test_moco_learns_on_real_xrays(tmp_path, pneumonia_npz):
     print(f"chance {chance:.3f}, final loss_dis {last:.3f}, moco_acc {acc:.3f}")
     assert last <= chance - 0.5, (chance, last)
     assert s["recipe"]["overrides"]["moco_k"] == 0 and math.isclose(chance, math.log(64), rel_tol=1e-3)
-    assert acc > 5 / (math.exp(chance))                           # far above 1/B (measured: 0.164 against 0.016)
+    assert acc > 5 / (math.exp(chance))                           # far above 1/B (measured: 0.122 at 20 epochs against 0.016)
