@@ -46,6 +46,7 @@ class DiRAConfig(RestorativeConfig):
     shuffle_bn_groups: int = 2            # sub-batches for in-process shuffle-BN (1 = off)
     proj_dim: int = 2048                  # Barlow Twins / SimSiam projection size
     barlow_lambda: float = 5e-3           # Barlow Twins off-diagonal weight
+    barlow_scale: float | None = None     # multiplies the Barlow Twins loss; None: 1/proj_dim (see the note on optimisers)
     lr: float = 0.03                      # SGD learning rate of the generator (U-Net + heads)
     momentum: float = 0.9                 # SGD momentum
     weight_decay: float = 1e-4            # SGD weight decay (all trainable parameters, as in the original)
@@ -154,7 +155,7 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
         l_dis, logits = info_nce_loss(pred["q"], pred["k"], queue, c.temperature,        # it copies the queue
                                       q_ids=batch.get("index"), queue_ids=self.queue.ids if self.queue is not None else None)
         out["moco_acc"] = (logits.argmax(1) == 0).float().mean().detach()
-    elif c.discriminative == "barlow": l_dis = barlow_twins_loss(pred["z1"], pred["z2"], c.barlow_lambda)
+    elif c.discriminative == "barlow": l_dis = barlow_twins_loss(pred["z1"], pred["z2"], c.barlow_lambda) * (c.barlow_scale or 1 / c.proj_dim)
     elif c.discriminative == "simsiam": l_dis = simsiam_loss(pred["p1"], pred["p2"], pred["z1"], pred["z2"])
     if c.discriminative is not None:
         out["loss_dis"] = l_dis; total = total + c.w_dis * l_dis
