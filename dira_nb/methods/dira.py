@@ -155,7 +155,9 @@ def _generator_loss(self: DiRA, batch: dict, pred: dict) -> dict:
         l_dis, logits = info_nce_loss(pred["q"], pred["k"], queue, c.temperature,        # it copies the queue
                                       q_ids=batch.get("index"), queue_ids=self.queue.ids if self.queue is not None else None)
         out["moco_acc"] = (logits.argmax(1) == 0).float().mean().detach()
-    elif c.discriminative == "barlow": l_dis = barlow_twins_loss(pred["z1"], pred["z2"], c.barlow_lambda) * (c.barlow_scale or 1 / c.proj_dim)
+    elif c.discriminative == "barlow":
+        scale = 1 / c.proj_dim if c.barlow_scale is None else c.barlow_scale
+        l_dis = barlow_twins_loss(pred["z1"], pred["z2"], c.barlow_lambda) * scale
     elif c.discriminative == "simsiam": l_dis = simsiam_loss(pred["p1"], pred["p2"], pred["z1"], pred["z2"])
     if c.discriminative is not None:
         out["loss_dis"] = l_dis; total = total + c.w_dis * l_dis
