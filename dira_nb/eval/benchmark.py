@@ -350,22 +350,38 @@ def compare_units(units: dict, # {method: {seed: unit}}
     return rows
 
 LOSS_PANELS = ((("loss_dis",), "discriminative loss"), (("loss_res",), "restoration loss (MSE)"),
-               (("loss_adv", "loss_critic"), "adversarial loss (G solid, D dashed)"))
+               (("loss_adv", "loss_critic"), "adversarial loss (G solid, critic dashed)"),
+               (("loss_pd",), "LD patch discrimination"), (("loss_mix",), "LD mixed-patch loss"),
+               (("loss_rd",), "LD region discrimination"), (("loss_ent",), "LD assignment entropy"),
+               (("loss_global",), "ACE global consistency"), (("loss_comp",), "ACE composition"),
+               (("loss_dec",), "ACE decomposition"))
+
+def _loss_panels(losses: list) -> list:
+    "The `LOSS_PANELS` whose first term a method logged, then any other `loss_*` term on its own panel (the total `loss` is left out)."
+    seen = {k for row in losses for k in row}
+    panels = [(keys, name) for keys, name in LOSS_PANELS if keys[0] in seen]
+    known = {k for keys, _ in LOSS_PANELS for k in keys}
+    return panels + [((k,), k) for k in sorted(seen) if k.startswith("loss_") and k not in known]
 
 def loss_curves_png(units: dict, # {method: {seed: unit}} (pretrained units carry per-step `losses`)
                     path: str | Path, # PNG to write
                     title: str = "", # figure title
                    ) -> Path | None:
-    "One row per pretrained method, a panel per loss term, a line per seed (thin: every step; thick: moving average); dashed: stage change; dotted: InfoNCE chance level (ln(K+1) with a queue, ln B in-batch)."
+    "One row per pretrained method, a panel per loss term it logged, a line per seed (thin: every step; thick: moving average); dashed: stage change; dotted: InfoNCE chance level (ln(K+1) with a queue, ln B in-batch)."
     from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    rows = [(m, by) for m, by in units.items() if any((u.get("pretrain") or {}).get("losses") for u in by.values())]
+    rows = []
+    for m, by in units.items():
+        L = [row for u in by.values() for row in ((u.get("pretrain") or {}).get("losses") or [])]
+        if L: rows.append((m, by, _loss_panels(L)))
     if not rows: return None
-    fig = Figure(figsize=(4.2 * len(LOSS_PANELS), 2.6 * len(rows)), dpi=90); FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), len(LOSS_PANELS), squeeze=False)
+    ncol = max(len(p) for *_, p in rows)
+    fig = Figure(figsize=(4.2 * ncol, 2.6 * len(rows)), dpi=90); FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), ncol, squeeze=False)
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
-    for r, (m, by) in enumerate(rows):
-        for c, (keys, name) in enumerate(LOSS_PANELS):
+    for r, (m, by, panels) in enumerate(rows):
+        for ax in axes[r, len(panels):]: ax.axis("off")
+        for c, (keys, name) in enumerate(panels):
             ax, drawn = axes[r, c], False
             for j, (s, u) in enumerate(sorted(by.items())):
                 L = (u.get("pretrain") or {}).get("losses") or []
