@@ -17,7 +17,7 @@ from .report import load_run, probe_set, restoration_views, attribution_image, _
 from .viz.recon import recon_rows, recon_grid
 from .viz.realism import patch_realism, realism_summary, patch_realism_image
 from .viz.embedding import compute_embeddings, reduce_embeddings, embedding_image
-from .viz.attribution import attribute, gradcam_layer_for
+from .eval.attribution import attribute, gradcam_layer_for
 
 # %% auto #0
 __all__ = ['COMPARISON_HEADER', 'run_label', 'joined_history', 'comparison_rows', 'curves_comparison_figure', 'write_comparison']

@@ -7,12 +7,13 @@ Docs: https://dira-nb.github.io/dira_nb/core.html.md"""
 # %% ../nbs/00_core.ipynb #c003
 from __future__ import annotations
 import os, random, sys
+from contextlib import contextmanager
 import numpy as np
 import torch
 
 # %% auto #0
 __all__ = ['IN_TEST', 'IN_NOTEBOOK', 'INTENSITY_CONVENTION', 'get_device', 'seed_everything', 'limit_threads', 'tiny_batch',
-           'import_submodules', 'figure_array']
+           'import_submodules', 'eval_mode', 'figure_array']
 
 # %% ../nbs/00_core.ipynb #c006
 def _in_notebook() -> bool:
@@ -86,6 +87,19 @@ def import_submodules(package: str, # dotted package name, e.g. "dira_nb.methods
         _IMPORTED_PACKAGES.add(package)
         for n in names: importlib.import_module(n)
     return names
+
+# %% ../nbs/00_core.ipynb #c3f3d8d6
+@contextmanager
+def eval_mode(*models: torch.nn.Module, # the models to run in eval mode (None entries and non-modules are ignored)
+             ):
+    "Run the block with every model in eval mode; restore each submodule's own train/eval flag afterwards, even on error."
+    mods = [m for m in models if isinstance(m, torch.nn.Module)]
+    flags = [(s, s.training) for m in mods for s in m.modules()]
+    try:
+        for m in mods: m.eval()
+        yield models[0] if len(models) == 1 else models
+    finally:
+        for s, t in flags: s.training = t
 
 # %% ../nbs/00_core.ipynb #c031
 def figure_array(fig, # a `matplotlib.figure.Figure` (created without pyplot, so no global state)

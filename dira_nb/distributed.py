@@ -12,11 +12,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from .callback.core import Callback
+from .data.loaders import ShardedSampler   # each rank's share of the batch order (`data.loaders`)
 
 # %% auto #0
 __all__ = ['DistInfo', 'init_distributed', 'is_distributed', 'get_rank', 'get_world_size', 'is_main_process',
            'cleanup_distributed', 'concat_all_gather', 'shuffled_forward', 'all_reduce_grads_', 'broadcast_module_',
-           'all_reduce_mean_scalars', 'ShardedSampler', 'DistributedCallback']
+           'all_reduce_mean_scalars', 'DistributedCallback']
 
 # %% ../nbs/37_distributed.ipynb #c006
 @dataclass
@@ -149,29 +150,6 @@ def all_reduce_mean_scalars(values: dict, # name → number or 0-d tensor
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return {k: t[i] for i, k in enumerate(keys)}
-
-# %% ../nbs/37_distributed.ipynb #c017
-class ShardedSampler(torch.utils.data.Sampler):
-    "Rank `r`'s share `r, r+W, …` of any sampler's order, padded by wrap-around so every rank gets the same count."
-    def __init__(self, sampler, # any sampler (e.g. `EpochSampler`, `RandomSampler`) or sized iterable of indices
-                 rank: int | None = None, # default: this process's rank
-                 world_size: int | None = None, # default: the process-group size
-                ):
-        self.sampler = sampler
-        self.rank = get_rank() if rank is None else int(rank)
-        self.world_size = get_world_size() if world_size is None else int(world_size)
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"ShardedSampler: rank {self.rank} is outside world size {self.world_size}")
-    def set_epoch(self, *args, **kwargs):
-        "Forwarded to the wrapped sampler (e.g. `EpochSampler.set_epoch`, `DistributedSampler`-style reshuffling)."
-        if hasattr(self.sampler, "set_epoch"): self.sampler.set_epoch(*args, **kwargs)
-    def __iter__(self):
-        items = list(self.sampler)
-        if not items: return iter([])
-        n = math.ceil(len(items) / self.world_size) * self.world_size
-        items = (items * math.ceil(n / len(items)))[:n]
-        return iter(items[self.rank::self.world_size])
-    def __len__(self): return math.ceil(len(self.sampler) / self.world_size)
 
 # %% ../nbs/37_distributed.ipynb #c021
 class DistributedCallback(Callback):

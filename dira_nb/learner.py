@@ -14,10 +14,10 @@ import torch.nn as nn
 from .core import get_device
 from .callback.core import *
 from .checkpoint import rng_state, set_rng_state
+from .data.loaders import EpochSampler, SeededItems   # the resumable order the loop drives (`data.loaders`)
 
 # %% auto #0
-__all__ = ['to_device', 'unwrap_worker_error', 'NonFiniteLossError', 'TrainingWarning', 'EpochSampler', 'SeededItems', 'Learner',
-           'Recorder']
+__all__ = ['to_device', 'unwrap_worker_error', 'NonFiniteLossError', 'TrainingWarning', 'Learner', 'Recorder']
 
 # %% ../nbs/31_learner.ipynb #c006
 def to_device(b, # a batch: tensor, dict or tuple of them, or anything else
@@ -127,38 +127,6 @@ def _oom_error(e: BaseException, learn, where: str = 'training step') -> torch.O
         "Use a smaller batch size (e.g. half), a smaller image size or a smaller backbone, fewer data-loader workers, "
         "or free the accelerator from other processes; resume from the last checkpoint afterwards. "
         f"Original error: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-
-class EpochSampler(torch.utils.data.Sampler):
-    "Shuffled order that depends only on (seed, epoch) and can start part-way, so a resumed epoch sees the same batches."
-    def __init__(self, n: int, # dataset length
-                 seed: int = 0, # base seed of the order
-                 shuffle: bool = True, # False: 0..n-1 every epoch
-                ):
-        self.n, self.seed, self.shuffle, self.epoch, self.start = int(n), int(seed), shuffle, 0, 0
-    def set_epoch(self, epoch: int, start: int = 0):
-        "Use the order of `epoch`, skipping its first `start` positions (batches already trained on)."
-        self.epoch, self.start = int(epoch), int(start)
-    def order(self, epoch: int) -> list:
-        "The full index order of `epoch`."
-        if not self.shuffle: return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g).tolist()
-    def __iter__(self):
-        for i in self.order(self.epoch)[self.start:]: yield (self.epoch, i)
-    def __len__(self): return self.n
-
-class SeededItems(torch.utils.data.Dataset):
-    "Wraps a dataset so item `(epoch, i)` is built under its own seed: random augmentations no longer depend on what ran before."
-    def __init__(self, ds, # the dataset to wrap (e.g. a `ViewDataset`)
-                 seed: int = 0, # base seed
-                ):
-        self.ds, self.seed = ds, int(seed)
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, key):
-        epoch, i = key if isinstance(key, tuple) else (-1, key)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + (epoch + 1) * 7_919 + int(i) * 104_729) % (2**63 - 1))
-            return self.ds[int(i)]
 
 class Learner:
     "Train a Method-protocol object with optimisers 'G' (and optionally 'D'), calling callbacks at every event."

@@ -20,7 +20,8 @@ from .viz.realism import (patch_realism, realism_summary, realism_history_figure
                                  loss_curves_figure, curves_image)
 from .viz.embedding import (compute_embeddings, reduce_embeddings, embedding_figure, embedding_image,
                                    THUMBNAIL_HOVER_JS)
-from .viz.attribution import attribute, overlay_rgb, gradcam_layer_for
+from .eval.attribution import attribute, gradcam_layer_for
+from .viz.attribution import overlay_rgb
 
 # %% auto #0
 __all__ = ['load_run', 'probe_set', 'png_data_uri', 'restoration_views', 'attribution_image', 'write_report']
@@ -64,7 +65,7 @@ def probe_set(config: dict, # the run's config (from `config.yaml`)
               size: int | None = None, # resize to size×size; None = config's image_size
              ) -> dict:
     "Probe images: `images` (N×1×S×S, resized), `native` (the loaded images, for training views) and `labels`."
-    from dira_nb.pretrain import open_pretraining_data
+    from dira_nb.data.loaders import open_pretraining_data
     train, valid = open_pretraining_data(config.get("data", "samples"), config.get("load_size"),
                                          config.get("valid_pct", 0.1), config.get("seed", 0), None)
     items = []

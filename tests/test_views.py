@@ -1,11 +1,12 @@
-"""Tests for dira_nb.data.views: DiRA view triplets (spec §3, quirk 1), ViewDataset and make_dataloaders."""
+"""Tests for dira_nb.data.views (DiRA view triplets, spec §3, quirk 1; ViewDataset) and data.loaders.make_dataloaders."""
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dira_nb.core import seed_everything, tiny_batch
 from dira_nb.data.transforms import DISTORTION_KINDS, DiRAAugment, DiRADistortion, random_resized_crop_box, resized_crop
-from dira_nb.data.views import DiRAViews, ViewDataset, make_dataloaders, plot_views
+from dira_nb.data.views import DiRAViews, ViewDataset, plot_views
+from dira_nb.data.loaders import make_dataloaders
 
 
 @pytest.fixture(autouse=True)
@@ -160,9 +161,10 @@ def test_make_dataloaders_split_and_batches():
     assert make_dataloaders(base, DiRAViews(16), valid_pct=0.2, seed=1)[1].dataset.indices != va
     assert len(tdl) == 18 // 4 and all(b["x1"].shape == (4, 1, 16, 16) for b in tdl)       # drop_last on train
     vb = list(vdl)
-    assert [len(b["index"]) for b in vb] == [4, 1]                                             # not on valid
-    assert torch.cat([b["index"] for b in vb]).tolist() == va                                  # valid not shuffled
-    assert all(torch.equal(b["label"], b["index"]) for b in vb)
+    assert [len(b["index"]) for b in vb] == [5]                                                # 4 + 1: no batch of one, nothing dropped
+    assert torch.cat([b["index"] for b in vb]).tolist() == list(range(5))                      # valid in order, positions in the part
+    assert torch.cat([b["label"] for b in vb]).tolist() == va                                  # .dataset.indices maps them to `base`
+    assert all(torch.equal(x["x1"], y["x1"]) for x, y in zip(vb, list(vdl)))                   # the same validation views every pass
     tdl, vdl = make_dataloaders(base, DiRAViews(16), batch_size=64, valid_pct=0)
     assert vdl is None and len(tdl) == 1
     with pytest.raises(ValueError, match="valid_pct"): make_dataloaders(base, DiRAViews(16), valid_pct=1.0)

@@ -35,7 +35,7 @@ def test_trained_discriminator_separates_real_from_fake():
 
 
 def test_history_figure_from_batch_losses_of_a_real_learner():
-    from dira_nb.data.views import make_dataloaders
+    from dira_nb.data.loaders import make_dataloaders
     from dira_nb.data.phantom import load_samples
     from dira_nb.learner import Learner
     seed_everything(0)

@@ -8,13 +8,13 @@ Docs: https://dira-nb.github.io/dira_nb/data.views.html.md"""
 # %% ../../nbs/03_data.views.ipynb #c003
 from __future__ import annotations
 import torch
-from torch.utils.data import Dataset, DataLoader
+from torch.utils.data import Dataset
 import plotly.graph_objects as go
 from .transforms import (DiRAAugment, DiRADistortion, random_resized_crop_box, resized_crop, hflip,
                                       image_grid, _check_img)
 
 # %% auto #0
-__all__ = ['VIEW_MODES', 'DiRAViews', 'plot_views', 'ViewDataset', 'make_dataloaders']
+__all__ = ['VIEW_MODES', 'DiRAViews', 'plot_views', 'ViewDataset']
 
 # %% ../../nbs/03_data.views.ipynb #c006
 VIEW_MODES = ("di", "dir", "dira")
@@ -112,29 +112,3 @@ class ViewDataset(Dataset):
         img, label = (item[0], item[1]) if isinstance(item, (tuple, list)) else (item, -1)
         label = -1 if label is None else int(label.item() if hasattr(label, "item") else label)
         return {**self.views(img), "label": label, "index": j}
-
-# %% ../../nbs/03_data.views.ipynb #c021
-def make_dataloaders(ds, # dataset of (1×H×W image, label) items, e.g. an ImageDataset
-                     views: DiRAViews, # the view builder for both loaders
-                     batch_size: int = 32, # images per batch
-                     valid_pct: float = 0.1, # fraction of items held out for validation (0 → no valid loader)
-                     seed: int = 0, # seed of the split (independent of the global RNG)
-                     num_workers: int = 0, # DataLoader worker processes
-                     drop_last: bool = True, # drop the last incomplete training batch
-                    ) -> tuple:
-    "Split `ds` deterministically and return `(train_dl, valid_dl)` of DiRA view batches (valid_dl None if valid_pct=0)."
-    n = len(ds)
-    if not 0 <= valid_pct < 1: raise ValueError(f"make_dataloaders: valid_pct must be in [0, 1), got {valid_pct}")
-    n_valid = int(round(n * valid_pct))
-    if valid_pct > 0 and n_valid == 0 and n > 1: n_valid = 1
-    if n - n_valid < 1: raise ValueError(f"make_dataloaders: dataset of {n} item(s) leaves no training items (valid_pct={valid_pct})")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    valid_idx, train_idx = sorted(perm[:n_valid]), sorted(perm[n_valid:])
-    train_ds = ViewDataset(ds, views, train_idx)
-    train_dl = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                          drop_last=drop_last and len(train_ds) >= batch_size)
-    valid_dl = None
-    if n_valid:
-        valid_dl = DataLoader(ViewDataset(ds, views, valid_idx), batch_size=batch_size, shuffle=False,
-                              num_workers=num_workers, drop_last=False)
-    return train_dl, valid_dl

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from ..core import get_device, seed_everything
+from ..core import get_device, seed_everything, eval_mode
 from ..models.encoders import Encoder, is_encoder, check_encoder, create_encoder
 from ..checkpoint import load_backbone, CheckpointError
 
@@ -78,9 +78,8 @@ def extract_features(encoder, # anything `load_encoder` accepts (a module is use
     enc = encoder if is_encoder(encoder) else load_encoder(encoder)
     if images.ndim != 4: raise ValueError(f"extract_features: images must be N×C×H×W, got {tuple(images.shape)}")
     dev = get_device(device)
-    was = enc.training; enc.eval(); enc.to(dev)
-    try: out = [enc.pool(enc(images[i:i + batch_size].to(dev))).float().cpu() for i in range(0, len(images), batch_size)]
-    finally: enc.train(was)
+    enc.to(dev)
+    with eval_mode(enc): out = [enc.pool(enc(images[i:i + batch_size].to(dev))).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy()
 
 # %% ../../nbs/50_eval.features.ipynb #c014

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from ..core import get_device, seed_everything
+from ..core import get_device, seed_everything, eval_mode
 from ..models.encoders import Encoder, check_encoder
 from .features import load_encoder, auc_score, label_kind
 
@@ -116,9 +116,7 @@ def predict_scores(model: nn.Module, # a classifier returning logits
                   ) -> np.ndarray:
     "Probabilities in eval mode: sigmoid per logit (N, or N×C), softmax for multi-class heads (N×C)."
     dev = next(model.parameters()).device
-    was = model.training; model.eval()
-    try: logits = torch.cat([model(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)])
-    finally: model.train(was)
+    with eval_mode(model): logits = torch.cat([model(images[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)])
     if logits.shape[1] == 1: return torch.sigmoid(logits[:, 0]).numpy()
     return torch.sigmoid(logits).numpy() if getattr(model, "multilabel", True) else logits.softmax(1).numpy()
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ..data.phantom import load_samples, read_landmarks, LANDMARK_NAMES
+from ..core import eval_mode
 
 # %% auto #0
 __all__ = ['dense_features', 'window_kernel', 'window_descriptors', 'similarity_maps', 'locate_landmarks', 'radial_errors',
@@ -30,11 +31,7 @@ def dense_features(model, # LD method (`pixel_embeddings`), any encoder/method w
         if hasattr(model, "pixel_embeddings"): f = model.pixel_embeddings(x)
         else:
             enc = getattr(model, "encoder", model)
-            was = enc.training if isinstance(enc, torch.nn.Module) else False
-            if isinstance(enc, torch.nn.Module): enc.eval()
-            try: maps = enc(x)
-            finally:
-                if isinstance(enc, torch.nn.Module): enc.train(was)
+            with eval_mode(enc): maps = enc(x)
             if isinstance(maps, (list, tuple)):
                 maps = [F.normalize(F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False), dim=1) for m in maps]
                 f = torch.cat(maps, 1)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage, stats
+from ..core import eval_mode
 
 # %% auto #0
 __all__ = ['IOU_CUTOFFS', 'IOBB_CUTOFFS', 'HEAT_THRESHOLDS', 'BASELINES', 'GAIN_METRICS', 'Box', 'box_iou', 'box_iobb',
@@ -502,7 +503,7 @@ def cam_layer(classifier, # nn.Module: B×C×H×W → logits
               min_cells: int = 8, # the layer's map must be at least this many cells on its short side
              ) -> tuple[str, tuple[int, int]]:
     "Grad-CAM layer for an input size: the deepest feature map with ≥ `min_cells` cells per side (else the finest one), and its map size."
-    from dira_nb.viz.attribution import gradcam_layer_for
+    from dira_nb.eval.attribution import gradcam_layer_for
     H, W = _hw(shape)
     name = gradcam_layer_for(classifier, (H, W), min_cells=min_cells)
     return name, _map_shape(classifier, name, (H, W))
@@ -516,11 +517,10 @@ def _map_shape(model, name: str, shape) -> tuple[int, int] | None:
     c = int(getattr(getattr(model, 'encoder', None), 'in_chans', 0) or (convs[0].in_channels if convs else 1))
     got = {}
     h = mod.register_forward_hook(lambda m, i, o: got.__setitem__('s', tuple(o.shape[-2:])) if isinstance(o, torch.Tensor) else None)
-    was = model.training; model.eval()
     try:
         p = next(model.parameters())
-        with torch.no_grad(): model(torch.zeros(1, c, H, W, device=p.device, dtype=p.dtype))
-    finally: h.remove(); model.train(was)
+        with eval_mode(model), torch.no_grad(): model(torch.zeros(1, c, H, W, device=p.device, dtype=p.dtype))
+    finally: h.remove()
     return tuple(int(v) for v in got['s']) if 's' in got else None
 
 def resolve_target(classifier, # nn.Module: B×1×H×W → logits B×C
@@ -532,10 +532,7 @@ def resolve_target(classifier, # nn.Module: B×1×H×W → logits B×C
         if isinstance(target, str): raise ValueError(f"target must be 'positive', an int, a per-image sequence or None, got {target!r}")
         return target
     dev = next(classifier.parameters()).device
-    was = classifier.training; classifier.eval()
-    try:
-        with torch.no_grad(): out = classifier(images[:1].to(dev))
-    finally: classifier.train(was)
+    with eval_mode(classifier), torch.no_grad(): out = classifier(images[:1].to(dev))
     if not (isinstance(out, torch.Tensor) and out.ndim == 2):
         raise ValueError(f"target='positive' needs a model returning B×C logits, got {type(out).__name__} {getattr(out, 'shape', '')}")
     C = out.shape[1]
@@ -545,13 +542,13 @@ def resolve_target(classifier, # nn.Module: B×1×H×W → logits B×C
 def compute_heatmaps(classifier, # nn.Module: B×1×H×W → logits B×C
                      images, # N×1×H×W tensor, or a dataset of (image, label)
                      target='positive', # 'positive' (see `resolve_target`), class index, per-image indices, or None (predicted)
-                     method: str = 'gradcam', # attribution method of `dira_nb.viz.attribution.attribute`
+                     method: str = 'gradcam', # attribution method of `dira_nb.eval.attribution.attribute`
                      batch_size: int = 16, # images per attribution call
                      cam_cells: int = 8, # the CAMs without `layer=`: the deepest layer whose map has ≥ this many cells per side (`cam_layer`)
                      **attr_kw, # passed on to `attribute` (e.g. `layer=`)
                     ) -> torch.Tensor:
     "Heatmaps N×H×W in [0, 1] for `target`, computed in batches on the classifier's device."
-    from dira_nb.viz.attribution import attribute, CAM_METHODS
+    from dira_nb.eval.attribution import attribute, CAM_METHODS
     x = _as_images(images)
     if len(x) == 0: return torch.zeros(0, *x.shape[-2:])
     if method in CAM_METHODS and attr_kw.get('layer') is None: attr_kw['layer'] = cam_layer(classifier, x.shape[-2:], cam_cells)[0]
@@ -601,7 +598,7 @@ def localization_scores(classifier, # nn.Module B×1×H×W → logits (None when
     layer = cam_shape = None
     if heatmaps is None:
         if classifier is None: raise ValueError("localization_scores: give a classifier or precomputed heatmaps=")
-        from dira_nb.viz.attribution import CAM_METHODS
+        from dira_nb.eval.attribution import CAM_METHODS
         if method in CAM_METHODS:                  # Grad-CAM, Grad-CAM++, LayerCAM: one layer with ≥ `cam_cells` cells a side
             lay = attr_kw.get('layer')
             if lay is None: layer, cam_shape = cam_layer(classifier, shape, cam_cells)

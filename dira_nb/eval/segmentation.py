@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from PIL import Image
-from ..core import get_device, seed_everything
+from ..core import get_device, seed_everything, eval_mode
 from ..models.unet import UNet
 from ..checkpoint import load_checkpoint, CheckpointError
 from .features import load_encoder
@@ -147,9 +147,7 @@ def predict_masks(model: UNet, # a logit-output U-Net
                  ) -> torch.Tensor:
     "Foreground probabilities `N×1×H×W` in eval mode."
     dev = next(model.parameters()).device
-    was = model.training; model.eval()
-    try: return torch.cat([torch.sigmoid(model(images[i:i + batch_size].to(dev))[1]).cpu() for i in range(0, len(images), batch_size)])
-    finally: model.train(was)
+    with eval_mode(model): return torch.cat([torch.sigmoid(model(images[i:i + batch_size].to(dev))[1]).cpu() for i in range(0, len(images), batch_size)])
 
 def finetune_segmentation(model: UNet, # e.g. from `build_segmentation_unet`; trained in place
                           train: tuple, # (images N×1×H×W, masks N×1×H×W)

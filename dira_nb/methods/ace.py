@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..core import eval_mode
 from .core import Method, register_method, budget_momentum, budget_warmup_steps
 from ..models.encoders import create_encoder, ResNetEncoder
 import dira_nb.models.vit  # registers vit_nano / vit_tiny / vit_small
@@ -263,9 +264,7 @@ def _token_grid(self: ACE, x: torch.Tensor, # `B × in_chans × H × W`
                 teacher: bool = False, # use the EMA teacher's encoder
                ) -> torch.Tensor:
     "Backbone token grid `B × C × h × w` in eval mode (student or teacher)."
-    was = self.training; self.eval()
-    try: return (self.teacher["encoder"] if teacher else self.encoder)(x)[self.level]
-    finally: self.train(was)
+    with eval_mode(self): return (self.teacher["encoder"] if teacher else self.encoder)(x)[self.level]
 
 @torch.no_grad()
 def _embed(self: ACE, x: torch.Tensor) -> torch.Tensor:

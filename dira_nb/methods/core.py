@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from ..checkpoint import save_checkpoint as _save_ckpt, load_checkpoint
-from ..core import import_submodules
+from ..core import import_submodules, eval_mode
 
 # %% auto #0
 __all__ = ['BASE_FIELDS', 'METHODS', 'PANELS', 'MethodConfig', 'Method', 'register_method', 'load_builtin_methods',
@@ -117,9 +117,7 @@ class Method(nn.Module):
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         "Pooled encoder features `B×D` of images `x` (no projection head), computed in eval mode."
-        was = self.training; self.eval()
-        try: return self.encoder.pool(self.encoder(x))
-        finally: self.train(was)
+        with eval_mode(self): return self.encoder.pool(self.encoder(x))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..core import eval_mode
 from .core import Method, register_method, budget_warmup_steps
 from ..models.ld import LDNet
 from ..data.ld_views import LDViews, undo_view2_geometry, mixup_images
@@ -192,17 +193,13 @@ def _warmup_stage(cls, config: LDConfig) -> dict | None:
 @torch.no_grad()
 def _pixel_embeddings(self: LD, x: torch.Tensor) -> torch.Tensor:
     "Unit pixel embeddings `B×D×H×W` of `x`, in eval mode."
-    was = self.training; self.eval()
-    try: return self.net(x)["emb"]
-    finally: self.train(was)
+    with eval_mode(self): return self.net(x)["emb"]
 
 @torch.no_grad()
 def _assignments(self: LD, x: torch.Tensor) -> torch.Tensor | None:
     "Soft cluster assignments `B×K×H×W` of `x` in eval mode (None before stage 2)."
     if self.net.cluster_head is None: return None
-    was = self.training; self.eval()
-    try: return self.net(x)["assign"]
-    finally: self.train(was)
+    with eval_mode(self): return self.net(x)["assign"]
 
 def _checkpoint_parts(self: LD) -> dict:
     "LD decoder and heads, restoration decoder and discriminator as separate checkpoint entries."

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..core import eval_mode
 from .core import Method, MethodConfig
 from ..models.unet import UNet
 from ..models.discriminator import PatchDiscriminator
@@ -75,9 +76,7 @@ class Restorative:
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
         "Restoration of `x` in eval mode (None unless `restorative`)."
         if not self.config.restorative: return None
-        was = self.training; self.eval()
-        try: return self.restore(x)
-        finally: self.train(was)
+        with eval_mode(self): return self.restore(x)
 
     def restoration_losses(self, batch: dict, # holds the clean `target`
                            pred: dict, # holds the restoration `recon` (None: nothing to add)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import ipywidgets as W
 from ..callback.core import Callback
-from .attribution import ATTRIBUTION_METHODS, CAM_METHODS   # the methods the attribution menu offers
+from ..eval.attribution import ATTRIBUTION_METHODS, CAM_METHODS   # the methods the attribution menu offers
 from .recon import recon_rows, recon_figure
 
 # %% auto #0
@@ -724,7 +724,7 @@ class Dashboard:
         return _legend_below(fig)
 
     def _compute_attribution(self, cache):
-        from dira_nb.viz.attribution import attribute, embedding_similarity_model
+        from dira_nb.eval.attribution import attribute, embedding_similarity_model
         from dira_nb.eval.localization import pointing_game
         how = self.attribution.value
         idx = self.selected[:4]

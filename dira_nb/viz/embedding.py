@@ -10,6 +10,7 @@ import base64, io, warnings
 import numpy as np
 import torch
 from PIL import Image
+from ..core import eval_mode
 
 # %% auto #0
 __all__ = ['REDUCERS', 'THUMBNAIL_HOVER_JS', 'compute_embeddings', 'reduce_embeddings', 'EmbeddingBasis', 'thumbnail_uris',
@@ -39,9 +40,8 @@ def compute_embeddings(method_or_encoder: torch.nn.Module, # a `Method` (uses `.
     x = _as_image_tensor(images)
     params = list(m.parameters())
     dev = params[0].device if params else torch.device("cpu")
-    was = m.training; m.eval()
     out = []
-    try:
+    with eval_mode(m):
         for i in range(0, len(x), batch_size):
             b = x[i:i + batch_size].to(dev)
             if hasattr(m, "embed"): f = m.embed(b)
@@ -49,7 +49,6 @@ def compute_embeddings(method_or_encoder: torch.nn.Module, # a `Method` (uses `.
             else: f = m(b)
             if isinstance(f, (list, tuple)): f = f[-1].mean(dim=(2, 3)) if f[-1].ndim == 4 else f[-1]
             out.append(f.flatten(1).float().cpu())
-    finally: m.train(was)
     return torch.cat(out).numpy()
 
 # %% ../../nbs/62_viz.embedding.ipynb #c008

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..core import eval_mode
 
 # %% auto #0
 __all__ = ['LOSS_TERMS', 'patch_realism', 'realism_summary', 'smooth_ema', 'realism_history_figure', 'upsample_map',
@@ -31,9 +32,7 @@ def patch_realism(discriminator: torch.nn.Module, # a `PatchDiscriminator` (or a
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"patch_realism: images must be a B×C×H×W tensor, got {getattr(images, 'shape', type(images))}")
     p = next(d.parameters())
-    was = d.training; d.eval()
-    try: out = d(images.to(p.device, p.dtype))
-    finally: d.train(was)
+    with eval_mode(d): out = d(images.to(p.device, p.dtype))
     return out[:, 0].float().cpu().numpy()
 
 def realism_summary(method: torch.nn.Module, # a method with a discriminator, or a discriminator

@@ -16,7 +16,7 @@ CELLS = [
     f"""import torch
 from dira_nb.core import seed_everything, limit_threads
 from dira_nb.data.phantom import load_samples
-from dira_nb.data.views import make_dataloaders
+from dira_nb.data.loaders import make_dataloaders
 from dira_nb.methods.core import create_method
 from dira_nb.learner import Learner
 from dira_nb.viz.dashboard import Dashboard, DashboardCallback
