@@ -17,7 +17,7 @@ __all__ = ['build_parser', 'run_benchmark_cli', 'main']
 _CHOICES = dict(on_nan=["stop", "skip"], precision=["fp32", "bf16", "auto"])
 
 def _add_pretrain_args(p: argparse.ArgumentParser):
-    from dira_nb.pretrain import PretrainConfig
+    from dira_nb.pretrain import PretrainConfig, STAGE_ALIASES
     from fastcore.docments import docments
     _HELP = docments(PretrainConfig)                     # one source: the comments of PretrainConfig's fields
     p.add_argument("--config", type=Path, help="YAML file of settings (e.g. an earlier run's config.yaml); flags override it")
@@ -32,13 +32,14 @@ def _add_pretrain_args(p: argparse.ArgumentParser):
     for f in fields(PretrainConfig):
         if f.name == "options": continue
         flag = "--" + f.name.replace("_", "-")
+        aliases = ["--" + old.replace("_", "-") for old, new in STAGE_ALIASES.items() if new == f.name]   # --epochs-dir, ...
         if f.type in ("bool",) or isinstance(f.default, bool):
             p.add_argument(flag, action="store_true", default=None, help=_HELP.get(f.name))
         else:
             typ = {"int": int, "float": float, "int | None": int, "float | None": float, "str": str}.get(str(f.type), str)
             if isinstance(f.default, float): typ = float
             elif isinstance(f.default, int): typ = int
-            p.add_argument(flag, type=typ, default=None, choices=_CHOICES.get(f.name),
+            p.add_argument(flag, *aliases, type=typ, default=None, choices=_CHOICES.get(f.name),
                            help=f"{_HELP.get(f.name, '')} (default: {f.default})")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,12 +140,12 @@ def _benchmark_config(a: argparse.Namespace):
 
 # %% ../nbs/70_cli.ipynb #c007
 def _cmd_pretrain(args) -> int:
-    from dira_nb.pretrain import PretrainConfig, pretrain
+    from dira_nb.pretrain import PretrainConfig, pretrain, generic_stage_names
     if args.threads is not None:
         if args.threads < 1: raise SystemExit(f"dira-nb: invalid --threads {args.threads}: must be ≥ 1")
         import torch; torch.set_num_threads(args.threads)
     base = {}
-    if args.config is not None: base = _read_config(args.config)
+    if args.config is not None: base = generic_stage_names(_read_config(args.config))   # old runs' config.yaml: DiRA's stage names
     for f in fields(PretrainConfig):
         v = getattr(args, f.name, None)
         if v is not None and f.name != "options": base[f.name] = v

@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/pretrain.html.md"""
 
 # %% ../nbs/68_pretrain.ipynb #c003
 from __future__ import annotations
-import csv, json, math, os, re, shutil, signal, socket, sys, tempfile, threading, time, warnings
+import csv, functools, json, math, os, re, shutil, signal, socket, sys, tempfile, threading, time, warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 import numpy as np
@@ -31,8 +31,9 @@ from .distributed import init_distributed, DistributedCallback
 from .checkpoint import export_backbone, load_checkpoint, save_checkpoint, atomic_write, atomic_write_text, remove_stale_temp_files, CheckpointError
 
 # %% auto #0
-__all__ = ['RUN_LOCK', 'RUN_MANIFEST', 'RESUME_FILE', 'RESUME_MUTABLE', 'FINAL_ALIASES', 'PretrainConfig', 'RunLock',
-           'TrainingInterrupted', 'save_final', 'RunFinishedError', 'pretrain', 'folder_size']
+__all__ = ['STAGE_ALIASES', 'RUN_LOCK', 'RUN_MANIFEST', 'RESUME_FILE', 'RESUME_MUTABLE', 'FINAL_ALIASES', 'PretrainConfig',
+           'generic_stage_names', 'RunLock', 'TrainingInterrupted', 'save_final', 'RunFinishedError', 'pretrain',
+           'folder_size']
 
 # %% ../nbs/68_pretrain.ipynb #c010
 @dataclass
@@ -44,11 +45,11 @@ class PretrainConfig:
     backbone: str | None = None         # encoder (resnet18/34/50, vgg_ld, vit_tiny, ...); None: the method's default
     image_size: int = 64                # training crop size
     load_size: int | None = None        # resize on load (None: native size)
-    epochs_dir: int = 3                 # stage-1 epochs (two-stage methods)
-    epochs_dira: int = 2                # stage-2 epochs (two-stage methods)
-    epochs: int | None = None           # single-stage methods: default epochs_dir + epochs_dira
-    batch_size: int = 32                # stage-1 / single-stage batch size
-    batch_size_dira: int | None = None  # stage-2 batch size (paper: 16); None = batch_size
+    epochs_warmup: int = 3              # epochs of the warm-up stage of two-stage methods (DiRA: dir, LD: patch discrimination); DiRA's name: epochs_dir
+    epochs_main: int = 2                # epochs of the main stage of two-stage methods (DiRA: dira, LD: ld); DiRA's name: epochs_dira
+    epochs: int | None = None           # single-stage methods: default epochs_warmup + epochs_main
+    batch_size: int = 32                # warm-up / single-stage batch size
+    batch_size_main: int | None = None  # main-stage batch size (DiRA paper: 16); None = batch_size; DiRA's name: batch_size_dira
     lr: float | None = None             # generator learning rate; None: the method's default (DiRA: SGD 0.03)
     moco_k: int | None = None           # queue length; None = min(4096, training images); 0 = no queue, in-batch negatives
     valid_pct: float = 0.1              # held-out fraction when the data has no split
@@ -97,12 +98,12 @@ class PretrainConfig:
         if not isinstance(self.image_size, int) or self.image_size < 16: bad("image_size", "must be an integer ≥ 16")
         if self.load_size is not None and (not isinstance(self.load_size, int) or self.load_size < self.image_size):
             bad("load_size", f"the crop (image_size={self.image_size}) cannot be larger than the loaded image")
-        for n in ("epochs_dir", "epochs_dira"):
+        for n in ("epochs_warmup", "epochs_main"):
             if not isinstance(getattr(self, n), int) or getattr(self, n) < 0: bad(n, "must be an integer ≥ 0")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1): bad("epochs", "must be ≥ 1 or None")
         if not isinstance(self.batch_size, int) or self.batch_size < 2: bad("batch_size", "must be an integer ≥ 2")
-        if self.batch_size_dira is not None and (not isinstance(self.batch_size_dira, int) or self.batch_size_dira < 2):
-            bad("batch_size_dira", "must be an integer ≥ 2 or None")
+        if self.batch_size_main is not None and (not isinstance(self.batch_size_main, int) or self.batch_size_main < 2):
+            bad("batch_size_main", "must be an integer ≥ 2 or None")
         if self.moco_k is not None and (not isinstance(self.moco_k, int) or self.moco_k < 0):
             bad("moco_k", "must be ≥ 1 (queue length), 0 (in-batch negatives) or None")
         if not 0 <= self.valid_pct < 1: bad("valid_pct", "must be in [0, 1)")
@@ -125,10 +126,10 @@ class PretrainConfig:
         "The (stage name, registry name, epochs, batch size, overrides) list this run executes."
         cfg = method_config(self.method, **self._method_options())
         warm = METHODS[self.method][0].warmup_stage(cfg)
-        if warm is not None and self.epochs_dir > 0:
-            return [(warm["stage"], self.method, self.epochs_dir, self.batch_size, warm),
-                    (cfg.stage, self.method, self.epochs_dira, self.batch_size_dira or self.batch_size, {})]
-        n = self.epochs if self.epochs is not None else self.epochs_dir + self.epochs_dira
+        if warm is not None and self.epochs_warmup > 0:
+            return [(warm["stage"], self.method, self.epochs_warmup, self.batch_size, warm),
+                    (cfg.stage, self.method, self.epochs_main, self.batch_size_main or self.batch_size, {})]
+        n = self.epochs if self.epochs is not None else self.epochs_warmup + self.epochs_main
         return [(cfg.stage, self.method, n, self.batch_size, {})]
 
     def _method_options(self) -> dict:
@@ -140,10 +141,34 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PretrainConfig":
+        "A config from a dict (e.g. a `config.yaml`, old runs' DiRA stage names included); unknown keys are refused."
         valid = {f.name for f in fields(cls)}
+        d = generic_stage_names(d)
         bad = sorted(set(d) - valid)
         if bad: raise ValueError(f"unknown pretraining setting(s) {bad}; valid: {sorted(valid)}")
         return cls(**d)
+
+STAGE_ALIASES = {"epochs_dir": "epochs_warmup", "epochs_dira": "epochs_main", "batch_size_dira": "batch_size_main"}  # DiRA's stage names → generic
+
+def generic_stage_names(settings: dict, # pretraining settings, possibly with DiRA's stage names (`epochs_dir`, ...)
+                       ) -> dict:
+    "A copy of `settings` with DiRA's stage names replaced by the generic ones; giving both names of one setting is an error."
+    out = dict(settings)
+    for old, new in STAGE_ALIASES.items():
+        if old not in out: continue
+        if new in out: raise ValueError(f"invalid pretraining settings: {old} and {new} are the same setting; give one")
+        out[new] = out.pop(old)
+    return out
+
+def _stage_aliases(init):
+    "Wrap the dataclass `__init__` so DiRA's stage names set the generic fields."
+    @functools.wraps(init)
+    def __init__(self, *args, **kw): init(self, *args, **generic_stage_names(kw))
+    return __init__
+
+PretrainConfig.__init__ = _stage_aliases(PretrainConfig.__init__)
+for _old, _new in STAGE_ALIASES.items():
+    setattr(PretrainConfig, _old, property(lambda self, n=_new: getattr(self, n), doc=f"DiRA's name for `{_new}`"))
 
 # %% ../nbs/68_pretrain.ipynb #c013b
 RUN_LOCK = "run.lock"                  # in a run folder while a process writes it: {"pid", "host", "started"}
@@ -272,6 +297,7 @@ def _config_for_resume(ck_meta: dict, config, kwargs: dict, path: Path) -> "Pret
     "The stored run config, updated by the caller's settings; changing anything that shapes training is an error."
     stored = ck_meta.get("run_config")
     if not isinstance(stored, dict): raise CheckpointError(f"{path}: not a pretraining resume checkpoint (no run_config in its meta)")
+    stored = generic_stage_names(stored)                 # runs written before the generic stage names
     base = PretrainConfig.from_dict({k: v for k, v in stored.items() if k in {f.name for f in fields(PretrainConfig)}})
     want = asdict(config) if config is not None else {**asdict(base), **kwargs}
     if config is not None: want.update(kwargs)
@@ -392,6 +418,7 @@ def pretrain(config: PretrainConfig | None = None, # the run settings (keywords 
              resume: bool | str | Path = False, # True: continue `out` if it holds a resume checkpoint; or a run folder / resume file
              **kwargs) -> dict:
     "Run all stages of `config`, writing the run folder (resumably, one writer at a time); returns the final method, histories and paths."
+    kwargs = generic_stage_names(kwargs)
     if kwargs: PretrainConfig(**{**asdict(config or PretrainConfig()), **kwargs})   # validate the overrides early
     out = Path(kwargs.get("out", config.out if config is not None else PretrainConfig.out))
     if resume is not False and resume is not None:       # a finished run has nothing to continue: say so, touch nothing

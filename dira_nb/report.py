@@ -182,8 +182,8 @@ def write_report(run_dir: str | Path, # a run folder written by `dira_nb.pretrai
     name = html.escape(str(cfg.get("method", method.name)))
 
     def run_summary():
-        keys = [k for k in ("data", "method", "backbone", "image_size", "epochs_dir", "epochs_dira", "epochs", "batch_size",
-                            "batch_size_dira", "lr", "max_images", "seed") if k in cfg]
+        keys = [k for k in ("data", "method", "backbone", "image_size", "epochs_warmup", "epochs_dir", "epochs_main", "epochs_dira",
+                            "epochs", "batch_size", "batch_size_main", "batch_size_dira", "lr", "max_images", "seed") if k in cfg]
         size = [["run folder at the end of training", f"{summary['folder_bytes'] / 1e6:.1f} MB"]] if summary.get("folder_bytes") else []
         page.raw(_table([[k, cfg[k]] for k in keys] + [[k, summary[k]] for k in ("device", "n_train", "n_valid", "seconds") if k in summary]
                         + size, ["setting", "value"]))

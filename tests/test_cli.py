@@ -252,3 +252,16 @@ def test_readme_main_job_runs_as_written(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished" and [s["stage"] for s in summary["stages"]] == ["dir", "dira"]
     assert (out / "report" / "index.html").exists() and (out / "dira" / "steps.csv").exists()
+
+
+def test_generic_stage_names_with_dira_aliases(tmp_path):
+    "`--epochs-warmup/--epochs-main/--batch-size-main` for every method; DiRA's `--epochs-dir/--epochs-dira/--batch-size-dira` set the same."
+    from dira_nb.cli import build_parser, _read_config
+    from dira_nb.pretrain import PretrainConfig, generic_stage_names
+    a = build_parser().parse_args(["pretrain", "--epochs-dir", "2", "--epochs-main", "1", "--batch-size-dira", "16"])
+    assert (a.epochs_warmup, a.epochs_main, a.batch_size_main) == (2, 1, 16)
+    old = tmp_path / "config.yaml"                                     # a run folder written before the generic names
+    old.write_text("method: ld\nepochs_dir: 4\nepochs_dira: 3\nbatch_size_dira: 8\n")
+    cfg = PretrainConfig.from_dict(generic_stage_names(_read_config(old)))
+    assert [(s[0], s[2], s[3]) for s in cfg.stages()] == [("ld_pd", 4, 32), ("ld", 3, 8)]
+    with pytest.raises(ValueError, match="same setting"): PretrainConfig.from_dict({"epochs_dir": 1, "epochs_warmup": 2})

@@ -112,7 +112,7 @@ def pretrain_method(method: str, # registered method name
     sch = pretrain_schedule(n, cfg.batch_size, cfg.pretrain_steps, cfg.min_epochs)
     e = sch["epochs"]
     pc = PretrainConfig(data=str(data), out=str(run_dir), method=method, backbone=cfg.backbone, image_size=cfg.image_size,
-                        load_size=cfg.image_size, epochs_dir=e // 2, epochs_dira=e - e // 2, epochs=e,
+                        load_size=cfg.image_size, epochs_warmup=e // 2, epochs_main=e - e // 2, epochs=e,
                         batch_size=cfg.batch_size, lr=cfg.lr, max_images=cfg.max_pretrain_images, device=cfg.device,
                         seed=seed, snapshots=0, num_workers=cfg.num_workers)
     rec, t0 = StepLosses(), time.time()
