@@ -16,8 +16,8 @@ from ..models.encoders import Encoder, check_encoder
 from .features import load_encoder, auc_score, label_kind
 
 # %% auto #0
-__all__ = ['Classifier', 'build_classifier', 'stratified_subset', 'predict_scores', 'finetune_classifier', 'blob_task',
-           'mean_std', 'format_mean_std', 'label_fraction_study']
+__all__ = ['Classifier', 'build_classifier', 'stratified_subset', 'predict_scores', 'SupervisedSteps', 'finetune_classifier',
+           'blob_task', 'mean_std', 'format_mean_std', 'label_fraction_study']
 
 # %% ../../nbs/51_eval.finetune.ipynb #c006
 class Classifier(nn.Module):
@@ -121,6 +121,36 @@ def predict_scores(model: nn.Module, # a classifier returning logits
     return torch.sigmoid(logits).numpy() if getattr(model, "multilabel", True) else logits.softmax(1).numpy()
 
 # %% ../../nbs/51_eval.finetune.ipynb #c015
+class SupervisedSteps:
+    "Adam with a cosine learning rate decaying to 0 over `steps`, and each step's batch indices from a seeded order reshuffled after every pass."
+    def __init__(self, model: nn.Module, # the model to train (moved to `device`, put in training mode)
+                 n: int, # training items
+                 steps: int, # optimisation steps
+                 batch_size: int, # items per step (capped at `n`)
+                 lr: float = 1e-3, # Adam peak learning rate
+                 weight_decay: float = 1e-4, # Adam weight decay
+                 seed: int = 0, # seed of the batch order (`self.g`, also for the caller's augmentations) and of torch
+                 device: str = "auto", # 'auto', 'cpu', 'cuda'
+                ):
+        self.device = get_device(device); model.to(self.device).train()
+        seed_everything(seed)
+        self.g = torch.Generator().manual_seed(seed)
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        self.n, self.steps, self.bs = int(n), int(steps), min(int(batch_size), int(n))
+
+    def __iter__(self):
+        "Yield `(step, idx)`: steps 1..`steps` and the batch's item indices."
+        order, pos = torch.randperm(self.n, generator=self.g), 0
+        for step in range(1, self.steps + 1):
+            if pos + self.bs > self.n: order, pos = torch.randperm(self.n, generator=self.g), 0
+            idx = order[pos:pos + self.bs]; pos += self.bs
+            yield step, idx
+
+    def update(self, loss: torch.Tensor):
+        "One optimiser and learning-rate step on `loss`."
+        self.opt.zero_grad(set_to_none=True); loss.backward(); self.opt.step(); self.sched.step()
+
 def finetune_classifier(model: nn.Module, # e.g. from `build_classifier`; trained in place
                         train: tuple, # (images N×1×H×W, labels N or N×C)
                         valid: tuple | None = None, # (images, labels) for early stopping; None: keep the last weights
@@ -144,24 +174,16 @@ def finetune_classifier(model: nn.Module, # e.g. from `build_classifier`; traine
     if n_out is None: raise ValueError("finetune_classifier: the model needs an `n_classes` attribute (use build_classifier)")
     T, loss_kind = _targets(y, n_out)
     model.multilabel = loss_kind == "bce"
-    dev = get_device(device); model.to(dev).train()
-    seed_everything(seed)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    bs = min(batch_size, len(X))
-    eval_every = eval_every or max(1, steps // 5)
-    order, pos = torch.randperm(len(X), generator=g), 0
+    loop = SupervisedSteps(model, len(X), steps, batch_size, lr, weight_decay, seed, device)
+    dev, eval_every = loop.device, eval_every or max(1, steps // 5)
     history, best, stale, stopped = [], dict(auc=-1.0, step=0, state=None), 0, False
-    for step in range(1, steps + 1):
-        if pos + bs > len(X): order, pos = torch.randperm(len(X), generator=g), 0
-        idx = order[pos:pos + bs]; pos += bs
+    for step, idx in loop:
         xb = X[idx]
-        if augment: xb = _shift(xb, g)
+        if augment: xb = _shift(xb, loop.g)
         logits = model(xb.to(dev))
         tb = T[idx].to(dev)
         loss = F.binary_cross_entropy_with_logits(logits, tb) if loss_kind == "bce" else F.cross_entropy(logits, tb)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        loop.update(loss)
         row = dict(step=step, loss=float(loss.detach()))
         if valid is not None and (step % eval_every == 0 or step == steps):
             row["valid_auc"] = auc_score(valid[1], predict_scores(model, valid[0]))

@@ -6,17 +6,17 @@ Docs: https://dira-nb.github.io/dira_nb/eval.segmentation.html.md"""
 
 # %% ../../nbs/52_eval.segmentation.ipynb #c003
 from __future__ import annotations
-import copy, math
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 from PIL import Image
-from ..core import get_device, seed_everything, eval_mode
+from ..core import seed_everything, eval_mode
 from ..models.unet import UNet
 from ..checkpoint import load_checkpoint, CheckpointError
 from .features import load_encoder
+from .finetune import SupervisedSteps
 
 # %% auto #0
 __all__ = ['DEFAULT_DECODER_CHANNELS', 'dice_score', 'dice_loss', 'build_segmentation_unet', 'load_sample_masks', 'predict_masks',
@@ -164,21 +164,13 @@ def finetune_segmentation(model: UNet, # e.g. from `build_segmentation_unet`; tr
     X, M = train
     if X.shape[0] != M.shape[0] or X.shape[-2:] != M.shape[-2:]:
         raise ValueError(f"finetune_segmentation: images {tuple(X.shape)} and masks {tuple(M.shape)} do not match")
-    dev = get_device(device); model.to(dev).train()
-    seed_everything(seed)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    bs = min(batch_size, len(X))
-    order, pos, history = torch.randperm(len(X), generator=g), 0, []
-    for step in range(1, steps + 1):
-        if pos + bs > len(X): order, pos = torch.randperm(len(X), generator=g), 0
-        idx = order[pos:pos + bs]; pos += bs
-        logits = model(X[idx].to(dev))[1]
-        tgt = M[idx].to(dev)
+    loop, history = SupervisedSteps(model, len(X), steps, batch_size, lr, weight_decay, seed, device), []
+    for step, idx in loop:
+        logits = model(X[idx].to(loop.device))[1]
+        tgt = M[idx].to(loop.device)
         loss = dice_loss(logits, tgt)
         if bce_weight: loss = loss + bce_weight * F.binary_cross_entropy_with_logits(logits, tgt)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
+        loop.update(loss)
         history.append(dict(step=step, loss=float(loss.detach())))
     out = dict(history=history, n_train=len(X))
     if test is not None:
