@@ -50,10 +50,11 @@ def _intersection(a: Box, b: Box) -> float:
 def box_iou(a: Box, # one box
             b: Box, # the other box
            ) -> float:
-    "Intersection over union of two boxes (0 when both are empty)."
-    inter = _intersection(a, b)
-    union = a.area + b.area - inter
-    return inter / union if union > 0 else 0.0
+    "Intersection over union of two boxes (torchvision's `box_iou`; 0 when both are empty)."
+    if a.area == 0 or b.area == 0: return 0.0          # an empty (or inverted) box overlaps nothing
+    from dira_nb.tvcompat import torchvision
+    t = lambda bx: torch.tensor([[bx.x0, bx.y0, bx.x1, bx.y1]], dtype=torch.float64)
+    return float(torchvision.ops.box_iou(t(a), t(b))[0, 0])
 
 def box_iobb(pred: Box, # the predicted (detected) box
              gt: Box, # the ground-truth box
