@@ -73,7 +73,9 @@ class PretrainConfig:
 
     def __post_init__(self):
         "Reject invalid settings with a message naming the setting."
-        def bad(name, why): raise ValueError(f"invalid pretraining setting {name}={getattr(self, name)!r}: {why}")
+        def bad(name, why):
+            alias = next((f" (DiRA's name: {o})" for o, n in STAGE_ALIASES.items() if n == name), "")
+            raise ValueError(f"invalid pretraining setting {name}={getattr(self, name)!r}{alias}: {why}")
         for f in fields(self):                 # numbers written as text (YAML reads `lr: 1e-3` as a string)
             v, typ = getattr(self, f.name), str(f.type)
             if isinstance(v, str) and ("int" in typ or "float" in typ) and "str" not in typ:

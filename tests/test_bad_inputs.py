@@ -227,7 +227,7 @@ def test_unwritable_output_folder(tmp_path):
     ("lr", -0.1, "lr=-0.1: must be a positive number"), ("lr", float("nan"), "lr=nan"),
     ("load_size", 16, "load_size=16: the crop (image_size=32) cannot be larger than the loaded image"),
     ("method", "simclr", "method='simclr': unknown method; registered:"),
-    ("batch_size", 1, "batch_size=1: must be an integer ≥ 2"), ("epochs_dir", -1, "epochs_dir=-1"),
+    ("batch_size", 1, "batch_size=1: must be an integer ≥ 2"), ("epochs_dir", -1, "epochs_warmup=-1 (DiRA's name: epochs_dir): must be an integer ≥ 0"),
     ("valid_pct", 1.5, "valid_pct=1.5"), ("checkpoint_every", -5, "checkpoint_every=-5"),
     ("on_nan", "ignore", "on_nan='ignore': choose 'stop' or 'skip'"), ("image_size", 4, "image_size=4"),
     ("options", {"no_such_option": 1}, "invalid method options for 'dira'"),
