@@ -11,11 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 import numpy as np
 import torch
-from torch.utils.data import Subset
 from .core import get_device, seed_everything, limit_threads, IN_TEST
-from .data.io import ImageDataset, ImageReadError, split_indices, read_csv_rows, read_label_csv
-from .data.phantom import samples_dir
-from .data.views import ViewDataset
 from .methods.core import METHODS, method_config, create_method
 from .callback.probe import FeatureProbe
 import dira_nb.methods.core, dira_nb.methods.dira  # registers DiRA and its ablations

@@ -1,4 +1,4 @@
-"""From a data source to batches of views: opening the data, a resumable batch order, per-item seeded augmentations, sharding over processes and the loaders that `pretrain`, the tutorial and the dashboard all use.
+"""From a data source to batches of views: opening the data, a resumable batch order, per-item seeded augmentations, sharding over processes and the loaders that `pretrain` and the tutorial both use.
 
 Docs: https://dira-nb.github.io/dira_nb/data.loaders.html.md"""
 
