@@ -105,3 +105,14 @@ def test_gpu_check_dry_run_exercises_every_section(tmp_path):
     assert 0 <= l["pretrained"]["linear_auc"] <= 1 and len(l["random_init"]) == 2 and isinstance(l["learns"], bool)
     md = js.with_suffix(".md").read_text()
     assert "dry run" in md and "| batch | compiled |" in md and "bf16 vs fp32" in md and "random init (seed 1)" in md
+
+
+def test_tutorial_time_bench_finds_the_cells_it_times():
+    "bench/tutorial_time.py times the tutorial by cell id: the ids it needs exist, and a missing one stops it with a message."
+    import json, runpy
+    bench = runpy.run_path(str(BENCH.parent / "tutorial_time.py"))
+    nb = json.loads(bench["NOTEBOOK"].read_text())
+    ids = {c.get("id") for c in nb["cells"]}
+    assert {"c016", "c017", "c022d"} <= ids, "the tutorial's training / comparison cells were renamed"
+    src = {c.get("id"): "".join(c["source"]) for c in nb["cells"]}
+    assert "BackgroundTraining" in src["c016"] and "training.wait()" in src["c017"] and "Dashboard.compare" in src["c022d"]

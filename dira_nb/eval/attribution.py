@@ -17,7 +17,7 @@ from ..core import eval_mode
 # %% auto #0
 __all__ = ['ATTRIBUTION_METHODS', 'CAM_METHODS', 'attribution_copy', 'default_layer', 'EmbeddingSimilarity',
            'embedding_similarity_model', 'attribute', 'gradcam_layer_for', 'planted_blob_images', 'toy_blob_classifier',
-           'fit_toy_classifier', 'peak_in_box']
+           'fit_toy_classifier', 'peak_in_box', 'class_head_classifier']
 
 # %% ../../nbs/52a_eval.attribution.ipynb #c006
 def attribution_copy(model: nn.Module, # any model; it is not modified
@@ -254,3 +254,34 @@ def peak_in_box(heatmaps: torch.Tensor, # `B×H×W`
     y, x = idx // W, idx % W
     b = boxes.to(idx.device)
     return (x >= b[:, 0]) & (x < b[:, 2]) & (y >= b[:, 1]) & (y < b[:, 3])
+
+# %% ../../nbs/52a_eval.attribution.ipynb #c041
+def class_head_classifier(encoder: nn.Module, # an `Encoder` (or a `Method`: its `.encoder`); frozen, not copied
+                          images: torch.Tensor, # `N×C×H×W` labelled images in [0, 1] the head is fitted on
+                          labels, # `N` integer class labels (at least two classes)
+                          C: float = 1.0, # inverse regularisation strength of the logistic regression
+                         ) -> tuple:
+    "`(classifier, training accuracy)`: the frozen encoder (shared, its train/eval mode untouched), global pooling and a logistic-regression head fitted on `images`."
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    from dira_nb.eval.finetune import Classifier
+    enc = getattr(encoder, "encoder", encoder)
+    y = np.asarray(labels).astype(int).ravel()
+    classes = np.unique(y)
+    if len(classes) < 2 or len(y) != len(images):
+        raise ValueError(f"class_head_classifier: need labels for all {len(images)} images and at least two classes, "
+                         f"got classes {classes.tolist()}")
+    if classes.tolist() != list(range(len(classes))):
+        raise ValueError(f"class_head_classifier: labels must be 0..K-1, got {classes.tolist()}")
+    clf = Classifier(enc, n_classes=1 if len(classes) == 2 else len(classes))
+    p = next(enc.parameters())
+    with eval_mode(clf), torch.no_grad():
+        feats = clf.norm(enc.pool(enc(images.to(p.device, p.dtype)))).double().cpu().numpy()
+    scaler = StandardScaler().fit(feats)
+    lr = LogisticRegression(C=C, max_iter=1000).fit(scaler.transform(feats), y)
+    w = lr.coef_ / scaler.scale_                                   # fold the standardisation into the head
+    b = lr.intercept_ - w @ scaler.mean_
+    with torch.no_grad():
+        clf.head.weight.copy_(torch.as_tensor(w, dtype=clf.head.weight.dtype))
+        clf.head.bias.copy_(torch.as_tensor(b, dtype=clf.head.bias.dtype))
+    return clf, float(lr.score(scaler.transform(feats), y))

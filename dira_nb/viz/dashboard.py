@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import ipywidgets as W
+from fastcore.basics import patch
 from ..callback.core import Callback
 from ..eval.attribution import ATTRIBUTION_METHODS, CAM_METHODS   # the methods the attribution menu offers
 from .recon import recon_rows, recon_figure
@@ -21,13 +22,15 @@ from .panels import (PLOTLY_MIME, Panel, RefreshHistory, figure_bundle, probe_le
                                show_figures, text_bundle)   # the building blocks (re-exported)
 
 # %% auto #0
-__all__ = ['FAST_PANELS', 'SLOW_PANELS', 'REDUCERS', 'COMPARE_MODES', 'PANEL_ORDER', 'Dashboard', 'DashboardCallback']
+__all__ = ['FAST_PANELS', 'SLOW_PANELS', 'REDUCERS', 'COMPARE_MODES', 'EXPLAIN_TARGETS', 'PANEL_ORDER', 'Dashboard',
+           'DashboardCallback', 'run_checkpoint', 'stage_history', 'overlay_losses_figure', 'DashboardComparison']
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c022
 FAST_PANELS = ("losses", "realism", "recon")
 SLOW_PANELS = ("embedding", "attribution")
 REDUCERS = ("umap", "pca")
 COMPARE_MODES = ("one step", "step 0 | now")
+EXPLAIN_TARGETS = ("embedding", "class head")   # what attributions explain: similarity to the own embedding, or a fitted class logit
 PANEL_ORDER = ("losses", "realism", "recon", "attribution", "embedding")   # two per row: recon next to attribution
 
 def _history_as_steps(history: list) -> list:
@@ -84,6 +87,7 @@ class Dashboard:
                  n_show: int = 4, # probe images shown in the reconstruction/realism/attribution panels (lesions first)
                  reducer: str = "umap", # 'umap' or 'pca' (fitted once, at the first refresh, then reused)
                  attribution: str = "gradcam", # one of `ATTRIBUTION_METHODS`: 'gradcam', 'gradcam++', 'layercam', 'ig', 'occlusion'
+                 explain: str = "embedding", # attributions explain 'embedding' (similarity to its own embedding) or 'class head' (a logistic head on the labelled probes)
                  every_steps: int = 0, # refresh every this many steps (0 = by time only)
                  every_seconds: float = 10.0, # refresh every this many seconds (0 = by steps only)
                  slow_every: int = 3, # expensive panels on every this-many-th refresh
@@ -97,6 +101,8 @@ class Dashboard:
         if reducer not in REDUCERS: raise ValueError(f"Dashboard: reducer={reducer!r}; choose one of {REDUCERS}")
         if attribution not in ATTRIBUTION_METHODS:
             raise ValueError(f"Dashboard: attribution={attribution!r}; choose one of {ATTRIBUTION_METHODS}")
+        if explain not in EXPLAIN_TARGETS: raise ValueError(f"Dashboard: explain={explain!r}; choose one of {EXPLAIN_TARGETS}")
+        self._explain0 = explain
         self.method, self.seed, self.learn, self.source = method, seed, None, None
         size = getattr(getattr(method, "config", None), "image_size", None)
         self.probes, self.labels, names = probe_set(probes, n=n_probe, size=size, labels=labels)
@@ -167,6 +173,9 @@ class Dashboard:
                                              description="probes", layout=W.Layout(width="210px"))
         self.attribution = W.Dropdown(options=list(ATTRIBUTION_METHODS), value=attribution, description="attribution",
                                       layout=W.Layout(width="200px"))
+        self.explain = W.ToggleButtons(options=list(EXPLAIN_TARGETS), value=self._explain0, description="explain",
+                                       style=dict(button_width="90px"), tooltips=["similarity to the image's own embedding (no labels)",
+                                       "a logistic head fitted on the labelled probe images that are not shown"])
         self.reducer = W.ToggleButtons(options=list(REDUCERS), value=reducer, description="reducer", style=dict(button_width="64px"))
         self.refit_button = W.Button(description="refit map", icon="refresh", tooltip="fit the embedding map again on the current features",
                                      layout=W.Layout(width="110px"))
@@ -205,6 +214,7 @@ class Dashboard:
         self.extra_panels = method_panels(self.method)           # LD's and ACE's come from viz.ld / viz.ace
         for name in self.extra_panels: self.panels[f"extra:{name}"] = Panel(f"extra-{len(self.panels)}", name, "method-specific panel")
         self.attribution.observe(lambda ch: self._on_control(("attribution",)), "value")
+        self.explain.observe(lambda ch: self._on_control(("attribution",)), "value")
         self.reducer.observe(lambda ch: self._on_control(("embedding",)), "value")
         self.refit_button.on_click(lambda b: self.refit_map())
         self.probe_select.observe(lambda ch: self._on_probes(), "value")
@@ -218,7 +228,7 @@ class Dashboard:
         controls = W.VBox([
             W.HBox([self.every_steps, self.every_seconds, self.slow_every, self.pause, self.refresh_button, self.training_controls],
                    layout=W.Layout(flex_flow="row wrap")),
-            W.HBox([self.attribution, self.reducer, self.refit_button, self.smoothing], layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.attribution, self.explain, self.reducer, self.refit_button, self.smoothing], layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.history_slider, self.live_button, self.compare, self.history_label], layout=W.Layout(flex_flow="row wrap")),
             self.probe_picker])
         self._sync_probe_title()
@@ -466,7 +476,11 @@ class Dashboard:
         kw = dict(ig=dict(n_steps=16), occlusion=dict(window=max(4, S // 4), stride=max(2, S // 8),
                                                      perturbations_per_eval=16),
                   **{cam: dict(layer="auto") for cam in CAM_METHODS}).get(how, {})   # small images: the deepest stage with a few cells
-        heat = attribute(embedding_similarity_model(self.method.encoder), imgs, method=how, **kw).detach().cpu()
+        if self.explain.value == EXPLAIN_TARGETS[1]:
+            model, target, what = self._class_head(idx)
+            if model is None: return {"idx": list(idx), "msg": what}, what
+        else: model, target, what = embedding_similarity_model(self.method.encoder), None, "similarity to own embedding"
+        heat = attribute(model, imgs, method=how, target=target, **kw).detach().cpu()
         hits, peaks, f = [], [], self.history_px / S
         for j, i in enumerate(idx):
             h = heat[j].numpy()
@@ -477,10 +491,30 @@ class Dashboard:
         state = dict(idx=list(idx), how=how, heat=_u8(heat[:, None], self.history_px), hits=hits, peaks=peaks)
         scored = [h for h in hits if h is not None]
         game = f" · pointing game {sum(scored)}/{len(scored)} lesions hit" if scored else ""
-        return state, f"{how} · similarity to own embedding{game}"
+        return state, f"{how} · {what}{game}"
+
+    def _class_head(self, idx) -> tuple:
+        "`(classifier, target, note)`: a logistic head on the frozen encoder, fitted on the labelled probes not shown (all of them if too few)."
+        from dira_nb.eval.attribution import class_head_classifier
+        lab = np.asarray(self.labels)
+        ok = lambda pool: len(pool) >= 4 and all((lab[pool] == c).sum() >= 2 for c in np.unique(lab[pool])) and len(np.unique(lab[pool])) >= 2
+        pool = [i for i in range(len(lab)) if lab[i] >= 0 and i not in idx]
+        if not ok(pool): pool = [i for i in range(len(lab)) if lab[i] >= 0]     # too few: fit on all (shown ones included)
+        if not ok(pool): return None, None, "class head: needs labelled probe images of at least two classes (two of each)"
+        classes = np.unique(lab[pool])
+        clf, acc = class_head_classifier(self.method.encoder, self.probes[torch.as_tensor(pool)], np.searchsorted(classes, lab[pool]))
+        name = lambda c: self.label_names[c] if self.label_names and 0 <= c < len(self.label_names) else str(c)
+        if len(classes) == 2: target, what = 0, f"class head → {name(int(classes[1]))!r}"
+        else:                                                     # each image's own class (predicted where it has none)
+            with quiet_eval(clf), torch.no_grad(): pred = clf(self.probes[torch.as_tensor(idx)].to(self._device())).argmax(1).cpu()
+            target = torch.as_tensor([int(np.searchsorted(classes, lab[i])) if lab[i] in classes else int(p) for i, p in zip(idx, pred)])
+            what = "class head → each image's class"
+        seen = "not shown" if not set(pool) & set(idx) else "incl. shown"
+        return clf, target, f"{what} (fitted on {len(pool)} probes, {seen}; accuracy {acc:.2f})"
 
     def _draw_attribution(self, state, mode, ref=None):
         from dira_nb.viz.attribution import attribution_figure
+        if "msg" in state: return [state["msg"]]
         idx = state["idx"]
         mark = {True: " · hit", False: " · miss", None: ""}
         titles = [self._probe_name(i) + mark[h] for i, h in zip(idx, state["hits"])]
@@ -731,3 +765,148 @@ class DashboardCallback(Callback):
         d = self.dashboard
         if not d.pause.value: self.spent += d.update("all")
         d.detach()
+
+# %% ../../nbs/64_viz.dashboard.ipynb #c051
+@patch
+def snapshot(self: Dashboard,
+             which="all", # panels: 'fast', 'slow', 'all', a panel key or a list of keys
+            ) -> list:
+    "Display the panels' current figures as plain notebook outputs (kept when the notebook is saved); returns the display bundles."
+    from IPython.display import publish_display_data
+    head = text_bundle(f"{self.state} · static copy of the dashboard at step {self.step_now()} "
+                       f"(saved with the notebook; the live widgets above need the kernel)")
+    bundles = [head]
+    for key in self.panel_keys(which):
+        p = self.panels[key]
+        if not p.figures: continue
+        bundles.append(text_bundle(f"{p.title} · step {p.step}" + (f" · {p.note}" if p.note else "")))
+        bundles += [figure_bundle(f, fit_width=False) for f in p.figures]
+    for b in bundles: publish_display_data(b["data"], b["metadata"])
+    return bundles
+
+# %% ../../nbs/64_viz.dashboard.ipynb #c055
+def run_checkpoint(run, # a run folder written by `pretrain` (its `final.pt`) or a checkpoint file
+                  ) -> Path:
+    "The checkpoint file of `run`, with a clear error when there is none."
+    p = Path(run)
+    if p.is_dir():
+        if (p / "final.pt").is_file(): return p / "final.pt"
+        raise FileNotFoundError(f"{p}: run folder has no final.pt (the run has not finished; resume it first)")
+    if not p.is_file(): raise FileNotFoundError(f"{p} does not exist")
+    return p
+
+def stage_history(run: str | Path, # a run folder written by `pretrain`
+                 ) -> list:
+    "Every stage's epoch rows (`<stage>/history.csv`, in training order) as numbers, with `train_iter` counted across stages."
+    import csv
+    run = Path(run)
+    order = [s["stage"] for s in json.loads((run / "summary.json").read_text()).get("stages", [])] if (run / "summary.json").is_file() else []
+    stages = order + sorted(p.parent.name for p in run.glob("*/history.csv") if p.parent.name not in order)
+    rows, offset = [], 0
+    def num(v):
+        try: return float(v)
+        except (TypeError, ValueError): return v
+    for s in stages:
+        f = run / s / "history.csv"
+        if not f.is_file(): continue
+        with open(f, newline="", encoding="utf-8") as fh: got = [{k: num(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(fh)]
+        for r in got: r["train_iter"] = r.get("train_iter", 0) + offset; r["stage"] = s
+        if got: offset = got[-1]["train_iter"]
+        rows += got
+    return rows
+
+def overlay_losses_figure(runs: dict, # {name: per-step loss rows (`Dashboard.batch_losses`)}
+                          smooth: float = 0.0, # EMA smoothing
+                          cols: int = 3, # subplots per row
+                         ):
+    "One subplot per loss term, one coloured trace per run, on a shared step axis."
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    from plotly.colors import qualitative
+    from dira_nb.viz.realism import loss_terms, smooth_ema
+    terms = list(loss_terms([r for rows in runs.values() for r in rows[-1:] or [{}]]))
+    terms = [t for t in terms if not t.startswith("valid")] or ["loss"]
+    cols = max(1, min(cols, len(terms))); nrows = -(-len(terms) // cols)
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=terms, shared_xaxes="all", horizontal_spacing=0.08,
+                        vertical_spacing=0.14 if nrows > 1 else 0.1)
+    for j, (name, rows) in enumerate(runs.items()):
+        color = qualitative.D3[j % len(qualitative.D3)]
+        for i, t in enumerate(terms):
+            pts = [(r.get("iter", n), r[t]) for n, r in enumerate(rows) if isinstance(r.get(t), (int, float))]
+            if not pts: continue
+            xs, ys = zip(*pts)
+            fig.add_trace(go.Scatter(x=list(xs), y=smooth_ema(list(ys), smooth), name=name, legendgroup=name, showlegend=i == 0,
+                                     mode="lines+markers" if len(ys) < 30 else "lines", line=dict(color=color),
+                                     hovertemplate=f"{name} · {t} %{{y:.4g}} at step %{{x}}<extra></extra>"), row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="step", row=nrows)
+    fig.update_layout(height=200 * nrows + 90, margin=dict(l=10, r=10, t=30, b=10), title=None)
+    fig.update_annotations(font_size=11)
+    return _legend_below(fig)
+
+class DashboardComparison:
+    "Several runs on the same probe images: one row per panel, one column per run, one shared set of controls."
+    SHARED = ("probe_select", "attribution", "explain", "reducer")   # controls of the first column copied to the others
+    def __init__(self, runs: list, # run folders (their `final.pt`) or checkpoint files, e.g. di, dir and dira runs
+                 data="samples", # the probe images every run is shown on (tensor, dataset, `LesionSet`, "samples")
+                 names: list | None = None, # column headings (default: the folder or file names)
+                 panels: tuple = ("recon", "realism", "attribution", "embedding"), # panel rows (losses are overlaid on top)
+                 **kwargs, # for every `Dashboard`: n_probe, n_show, reducer, attribution, explain, seed, lesions, ...
+                ):
+        if len(runs) < 2: raise ValueError(f"Dashboard.compare: give at least two runs, got {len(runs)}")
+        paths = [run_checkpoint(r) for r in runs]
+        names = list(names) if names else [p.parent.name if p.name == "final.pt" else p.stem for p in paths]
+        if len(names) != len(paths): raise ValueError(f"Dashboard.compare: {len(names)} names for {len(paths)} runs")
+        if len(set(names)) < len(names): names = [f"{i + 1}: {n}" for i, n in enumerate(names)]
+        self.names, self.paths = names, paths
+        self.dashboards = [Dashboard.from_checkpoint(p, data=data, title=n, **kwargs) for p, n in zip(paths, names)]
+        for d, r in zip(self.dashboards, runs):                           # a run folder: the losses of every stage
+            if Path(r).is_dir() and (rows := stage_history(r)):
+                d.batch_losses, d.valid_losses = _history_as_steps(rows), _valid_rows(rows)
+        bad = [k for k in panels if k not in self.dashboards[0].panels]
+        if bad: raise KeyError(f"Dashboard.compare: unknown panel(s) {bad}; panels: {list(self.dashboards[0].panels)}")
+        first = self.dashboards[0]
+        for attr in self.SHARED: getattr(first, attr).observe(lambda ch, attr=attr: self._share(attr), "value")
+        self.losses = W.Output(layout=W.Layout(width="100%"))
+        self.draw_losses()
+        first.smoothing.observe(lambda ch: self.draw_losses(), "value")
+        n = len(self.dashboards)
+        heads = [W.HTML(f"<div class='dira-run-name' style='font-weight:bold;font-size:115%;text-align:center'>{html.escape(nm)}"
+                        f"<div style='font-weight:normal;font-size:85%;color:#666'>{html.escape(getattr(d, '_status_extra', ''))}</div></div>")
+                 for nm, d in zip(names, self.dashboards)]
+        cells = heads + [d.panels[k].widget for k in panels for d in self.dashboards]
+        self.grid = W.GridBox(cells, layout=W.Layout(grid_template_columns=f"repeat({n}, minmax(0, 1fr))", grid_gap="4px", width="100%"))
+        controls = W.VBox([W.HBox([first.attribution, first.explain, first.reducer, first.smoothing], layout=W.Layout(flex_flow="row wrap")),
+                           first.probe_picker])
+        self.widget = W.VBox([W.HTML(f"<h3 style='margin:4px 0'>{n} runs side by side: {html.escape(' · '.join(names))}</h3>"),
+                              controls, self.losses, self.grid], layout=W.Layout(max_width="1500px"))
+        self.widget.add_class("dira-comparison")
+
+    def _share(self, attr: str):
+        "Copy a control of the first column to the others (each recomputes its own panel)."
+        v = getattr(self.dashboards[0], attr).value
+        for d in self.dashboards[1:]:
+            if getattr(d, attr).value != v: getattr(d, attr).value = v
+
+    def draw_losses(self):
+        "Redraw the overlaid loss curves (with the first column's smoothing)."
+        fig = overlay_losses_figure({nm: d.batch_losses for nm, d in zip(self.names, self.dashboards)},
+                                    smooth=self.dashboards[0].smoothing.value)
+        show_figures(self.losses, [fig], fit_width=True)
+        self.losses_figure = fig
+
+    def snapshot(self, which="all") -> list:
+        "Every column's `Dashboard.snapshot` (static copies kept in the saved notebook)."
+        return [b for d in self.dashboards for b in d.snapshot(which)]
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)
+
+@patch(cls_method=True)
+def compare(cls: Dashboard,
+            runs: list, # run folders or checkpoint files
+            data="samples", # the probe images every run is shown on
+            **kwargs, # names, panels, and `Dashboard` settings (n_probe, n_show, reducer, ...)
+           ) -> DashboardComparison:
+    "Several runs side by side on the same probe images, e.g. `Dashboard.compare([di_run, dira_run])` (a `DashboardComparison`)."
+    return DashboardComparison(runs, data=data, **kwargs)
