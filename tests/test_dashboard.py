@@ -117,6 +117,17 @@ def test_pause_and_time_budget():
     cb.clock = clock
     Learner(m, _batches(4), cbs=[clock, cb], device="cpu", quiet=True).fit(1)
     assert len(cb.refreshes) == 1 and cb.skipped == 3
+    # the untrained state is drawn in before_fit, before the budget's clock starts: it does not count against it
+    from dira_nb.callback.core import Callback
+    seen = []
+    class Spy(Callback):
+        order = 95
+        def after_batch(self): seen.append((cb.spent, d.panels["recon"].count))
+    before = d.panels["recon"].count
+    cb = DashboardCallback(d, every_steps=0, every_seconds=0, max_overhead=0.05, draw_at_start=True)
+    Learner(m, _batches(2), cbs=[cb, Spy()], device="cpu", quiet=True).fit(1)
+    assert seen == [(0.0, before + 1)] * 2, seen
+    assert cb.spent > 0 and d.panels["recon"].count == before + 2         # the final drawing does count
 
 
 def test_dashboard_does_not_change_training():

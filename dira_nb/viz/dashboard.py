@@ -72,8 +72,10 @@ def _scale_outline(o, f: float):
     return [sc(v) for v in o[0]], [sc(v) for v in o[1]]
 
 def _legend_below(fig, height: int | None = None):
-    "Legend under the plot, where plotly's toolbar (top right) cannot cover it."
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.12, x=0, font=dict(size=11)))
+    "Legend in a strip of its own at the bottom of the figure: below the x-axis title, out of reach of plotly's toolbar (top right)."
+    b = fig.layout.margin.b if fig.layout.margin.b is not None else 10
+    fig.update_layout(legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0, font=dict(size=11)),
+                      margin=dict(b=b + 34))
     if height: fig.update_layout(height=height)
     return fig
 
@@ -733,9 +735,9 @@ class DashboardCallback(Callback):
     def before_fit(self):
         d = self.dashboard
         d.attach(self.learn)
-        self.t_start = self.last_time = self.clock()
         self.last_step, self.n, self.spent = self.learn.train_iter, 0, 0.0
-        if self.draw_at_start: self.spent += d.update("all")   # counts against the budget like any refresh
+        if self.draw_at_start: d.update("all")      # the untrained state (and UMAP's one-off compilation): before the budget's clock
+        self.t_start = self.last_time = self.clock()
 
     def due(self) -> bool:
         "Whether a refresh is due now (steps or seconds since the last one), ignoring pause and budget."

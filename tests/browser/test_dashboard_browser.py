@@ -32,6 +32,14 @@ SNAPSHOT_JS = """() => Array.from(document.querySelectorAll('.dira-dashboard')).
   return out;
 })"""
 
+# The runs-side-by-side widget: run names, and per panel (row by row, one column per run) its plots.
+COMPARISON_JS = """() => { const c = document.querySelector('.dira-comparison'); if (!c) return null;
+  return {names: [...c.querySelectorAll('.dira-run-name')].map(e => e.childNodes[0].textContent.trim()),
+          panels: [...c.querySelectorAll('.dira-panel')].map(p => { const h = p.querySelector('.dira-panel-head');
+                     return {panel: h ? h.dataset.panel : null, failed: h ? h.dataset.failed : null,
+                             plots: p.querySelectorAll('.js-plotly-plot').length}; }),
+          loss_plots: [...c.querySelectorAll('.js-plotly-plot')].filter(e => !e.closest('.dira-panel')).length}; }"""
+
 
 def _errors_in_outputs(page) -> str:
     "Text of error outputs (tracebacks) in the notebook, for failure messages."
@@ -84,6 +92,19 @@ def test_tutorial_dashboard_live_in_jupyterlab():
             for k, p in s["panels"].items():
                 assert p["failed"] == "0", f"dashboard {i}, panel {k} failed: {p['text']}"
                 assert p["plots"] >= 1 and p["updates"] >= 1, f"dashboard {i}, panel {k} has no plot: {p}"
+
+        # ---- the side-by-side comparison (section 8): both runs, every panel rendered ---------------------------------
+        comp = page.evaluate(COMPARISON_JS)
+        assert comp is not None, "the di | dira comparison widget is missing"
+        assert comp["names"] == ["di", "dira"], comp["names"]
+        assert len(comp["panels"]) == 8 and all(p["failed"] == "0" for p in comp["panels"]), comp["panels"]
+        by = {(p["panel"], i % 2): p["plots"] for i, p in enumerate(comp["panels"])}
+        assert by[("recon", 0)] == 0 and by[("recon", 1)] >= 1, by          # di has no decoder; dira restores
+        assert all(by[(k, j)] >= 1 for k in ("attribution", "embedding") for j in (0, 1)), by
+        assert comp["loss_plots"] >= 1, "no overlaid loss curves"
+        # ---- the static copy (`snapshot`) is plain output, outside every widget -----------------------------------------
+        static = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].filter(e => !e.closest('.dira-panel, .dira-comparison, .dira-dashboard')).length")
+        assert static >= 5, f"expected the snapshot's plain plotly outputs, found {static}"
 
         # ---- the reconstruction and embedding panels changed at least twice while training ----------------------------
         for k, vals in seen.items():
