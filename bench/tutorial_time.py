@@ -48,7 +48,9 @@ def main(argv=None):
     acct = Path(tempfile.mkdtemp()) / "dashboard.json"
     probe = nbformat.v4.new_code_cell(
         "import json as _json\n"
+        "_cb = next(c for c in training.cbs if type(c).__name__ == 'DashboardCallback')\n"
         f"_json.dump(dict(dash_seconds=dash.seconds, draw_seconds=dash.draw_seconds, refreshes=dash.n_updates, "
+        f"first_draw_seconds=_cb.start_seconds, budget_seconds=_cb.spent, skipped=_cb.skipped, "
         f"panel_updates={{k: p.count for k, p in dash.panels.items()}}, steps=learn.train_iter), open({str(acct)!r}, 'w'))")
     probe.id = "benchprobe"
     nb.cells.insert(ids.index("c017") + 1, probe)
@@ -65,6 +67,9 @@ def main(argv=None):
         notebook=NOTEBOOK.name, total_s=round(total, 1), cells_s=round(sum(by_id.values()), 1),
         training_s=round(train, 1), dashboard_s=round(dash["dash_seconds"], 2),
         dashboard_share=round(dash["dash_seconds"] / train, 4) if train else None, refreshes=dash["refreshes"],
+        first_draw_s=round(dash["first_draw_seconds"], 2), after_first_draw_s=round(dash["dash_seconds"] - dash["first_draw_seconds"], 2),
+        after_first_draw_share=round((dash["dash_seconds"] - dash["first_draw_seconds"]) / train, 4) if train else None,
+        skipped_refreshes=dash["skipped"],
         panel_updates=dash["panel_updates"], steps=dash["steps"],
         di_and_compare_s=round(by_id.get("c022d", 0.0), 1),
         slowest_cells=sorted(((round(s, 1), i) for i, s in by_id.items()), reverse=True)[:6],
@@ -80,8 +85,10 @@ def main(argv=None):
           f"| whole notebook (kernel start to last cell) | {res['total_s']} | ≤ 600 |",
           f"| DiRA training with the live dashboard ({res['steps']} steps) | {res['training_s']} | |",
           f"| dashboard's own time during that training | {res['dashboard_s']} ({100 * res['dashboard_share']:.1f} %) | ≤ 5 % |",
+          f"| ... of which the first drawing (untrained state; UMAP's one-off compilation) | {res['first_draw_s']} | |",
+          f"| ... after the first drawing (what the 5 % budget governs) | {res['after_first_draw_s']} ({100 * res['after_first_draw_share']:.1f} %) | ≤ 5 % |",
           f"| section 8: training `di` + the side-by-side comparison | {res['di_and_compare_s']} | |", "",
-          f"Refreshes during training: {res['refreshes']} ({res['panel_updates']}). Slowest cells: {res['slowest_cells']}."]
+          f"Refreshes during training: {res['refreshes']} ({res['panel_updates']}); postponed by the budget: {res['skipped_refreshes']}. Slowest cells: {res['slowest_cells']}."]
     (out / "tutorial_time.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -335,6 +335,17 @@ def test_loss_panel_validation_smoothing_chance_and_realism_labels():
     assert d.grid.layout.grid_template_columns == "repeat(2, minmax(0, 1fr))"   # two panels per row
 
 
+def test_no_notebook_exports_when_a_student_runs_it():
+    "Every notebook's export cell (students run the tutorial, the inspector, the dashboard ...) is the guarded one below."
+    from pathlib import Path
+    nbs = sorted((Path(__file__).resolve().parents[1] / "nbs").glob("*.ipynb"))
+    assert len(nbs) > 40
+    for p in nbs:
+        cells = ["".join(c["source"]) for c in json.loads(p.read_text())["cells"]
+                 if c["cell_type"] == "code" and "nbdev_export" in "".join(c["source"])]
+        assert all("DIRA_NB_EXPORT" in c for c in cells), f"{p.name}: an unguarded nbdev_export() cell"
+
+
 def test_inspector_notebook_export_cell_is_harmless(tmp_path, monkeypatch):
     "The inspector notebook's last cell (students run it) neither raises outside the repository nor exports by default."
     from pathlib import Path

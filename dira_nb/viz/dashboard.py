@@ -730,13 +730,13 @@ class DashboardCallback(Callback):
         if every_seconds is not None: dashboard.every_seconds.value = float(every_seconds)
         if slow_every is not None: dashboard.slow_every.value = int(slow_every)
         self.clock = time.perf_counter
-        self.refreshes, self.skipped, self.spent = [], 0, 0.0
+        self.refreshes, self.skipped, self.spent, self.start_seconds = [], 0, 0.0, 0.0
 
     def before_fit(self):
         d = self.dashboard
         d.attach(self.learn)
         self.last_step, self.n, self.spent = self.learn.train_iter, 0, 0.0
-        if self.draw_at_start: d.update("all")      # the untrained state (and UMAP's one-off compilation): before the budget's clock
+        self.start_seconds = d.update("all") if self.draw_at_start else 0.0   # the untrained state (and UMAP's one-off compilation): before the budget's clock
         self.t_start = self.last_time = self.clock()
 
     def due(self) -> bool:
