@@ -41,6 +41,8 @@ class PretrainConfig:
     backbone: str | None = None         # encoder (resnet18/34/50, vgg_ld, vit_tiny, ...); None: the method's default
     image_size: int = 64                # training crop size
     load_size: int | None = None        # resize on load (None: native size)
+    in_chans: int | None = None         # 1 grey, 3 RGB; None: RGB when the images are colour (methods that take colour), else grey
+    gray: bool = False                  # force one grey channel, even for colour images
     epochs_warmup: int = 3              # epochs of the warm-up stage of two-stage methods (DiRA: dir, LD: patch discrimination); DiRA's name: epochs_dir
     epochs_main: int = 2                # epochs of the main stage of two-stage methods (DiRA: dira, LD: ld); DiRA's name: epochs_dira
     epochs: int | None = None           # single-stage methods: default epochs_warmup + epochs_main
@@ -94,6 +96,9 @@ class PretrainConfig:
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             bad("lr", "must be a positive number (or None for the method's default)")
         if not isinstance(self.image_size, int) or self.image_size < 16: bad("image_size", "must be an integer ≥ 16")
+        if self.in_chans is not None and (isinstance(self.in_chans, bool) or self.in_chans not in (1, 3)):
+            bad("in_chans", "must be 1 (grey), 3 (RGB) or None (from the images)")
+        if self.gray and self.in_chans == 3: bad("in_chans", "contradicts gray=True (one grey channel); give one of them")
         if self.load_size is not None and (not isinstance(self.load_size, int) or self.load_size < self.image_size):
             bad("load_size", f"the crop (image_size={self.image_size}) cannot be larger than the loaded image")
         for n in ("epochs_warmup", "epochs_main"):
@@ -132,6 +137,7 @@ class PretrainConfig:
 
     def _method_options(self) -> dict:
         opts = dict(image_size=self.image_size)
+        if self.in_chans is not None: opts["in_chans"] = self.in_chans
         if self.backbone is not None: opts["backbone"] = self.backbone
         if self.lr is not None: opts["lr"] = self.lr
         opts.update(self.options)
@@ -246,6 +252,16 @@ class TrainingInterrupted(KeyboardInterrupt):
 def _user_set(cfg: "PretrainConfig") -> set:
     "Method settings the user chose explicitly (a budget recipe never overrides them)."
     return set(cfg.options) | ({"moco_k"} if cfg.moco_k is not None else set()) | ({"lr"} if cfg.lr is not None else set())
+
+def _channels_wanted(cfg: "PretrainConfig") -> int | None:
+    "The channels to open the data with: 1 for `gray`, else `in_chans`; None (from the images) only for methods that take colour."
+    if cfg.gray: return 1
+    colour = all(getattr(METHODS[name][0], "colour", False) for _, name, _, _, _ in cfg.stages())
+    if cfg.in_chans == 3 and not colour:
+        raise ValueError(f"invalid pretraining setting in_chans=3: method {cfg.method!r} trains on grey images only "
+                         "(colour: the DiRA family — dira, di, dir, dira_barlow, dira_simsiam); use in_chans=1 or --gray")
+    if cfg.in_chans is None and not colour: return 1
+    return cfg.in_chans
 
 def _recipe(cfg: "PretrainConfig", train, world_size: int = 1) -> tuple:
     "The method's budget-recipe overrides for this run (empty for `recipe='paper'`) and the run's total optimiser steps."
@@ -459,9 +475,13 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
     main = dist_info.is_main
     limit_threads()
     seed_everything(cfg.seed)                            # same seed on every rank: identical initial weights
-    if main: _write_yaml(asdict(cfg), out / "config.yaml")
+    wanted = _channels_wanted(cfg)
     train, valid = open_pretraining_data(cfg.data, cfg.load_size, cfg.valid_pct, cfg.seed, cfg.max_images,
-                                         min_size=cfg.image_size, skip_bad=cfg.skip_bad)
+                                         min_size=cfg.image_size, skip_bad=cfg.skip_bad, in_chans=wanted)
+    cfg.in_chans = _base_dataset(train).in_chans           # resolved: written to config.yaml, used by resume
+    if wanted is None and cfg.in_chans == 3 and main and not quiet:
+        print("dira_nb: colour images found: training in RGB (in_chans=3); --gray trains on one grey channel instead")
+    if main: _write_yaml(asdict(cfg), out / "config.yaml")
     if cfg.num_workers and cfg.skip_bad:                 # files skipped inside workers are reported back to this process
         for d in (train, valid):
             if d is not None and callable(getattr(_base_dataset(d), "share_bad_records", None)): _base_dataset(d).share_bad_records()

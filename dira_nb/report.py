@@ -15,7 +15,7 @@ from PIL import Image
 from .core import seed_everything, limit_threads
 from .methods.core import method_panels
 from .checkpoint import atomic_write_bytes, atomic_write_text
-from .viz.recon import recon_rows, recon_grid
+from .viz.recon import recon_rows, recon_grid, rgb_tile
 from .viz.realism import (patch_realism, realism_summary, realism_history_figure, patch_realism_image,
                                  loss_curves_figure, curves_image)
 from .viz.embedding import (compute_embeddings, reduce_embeddings, embedding_figure, embedding_image,
@@ -64,10 +64,11 @@ def probe_set(config: dict, # the run's config (from `config.yaml`)
               n_probe: int = 64, # number of probe images
               size: int | None = None, # resize to size×size; None = config's image_size
              ) -> dict:
-    "Probe images: `images` (N×1×S×S, resized), `native` (the loaded images, for training views) and `labels`."
+    "Probe images: `images` (N×C×S×S, resized; C the run's `in_chans`), `native` (the loaded images, for training views) and `labels`."
     from dira_nb.data.loaders import open_pretraining_data
     train, valid = open_pretraining_data(config.get("data", "samples"), config.get("load_size"),
-                                         config.get("valid_pct", 0.1), config.get("seed", 0), None)
+                                         config.get("valid_pct", 0.1), config.get("seed", 0), None,
+                                         in_chans=config.get("in_chans") or 1)                # the run's channels (old runs: grey)
     items = []
     for ds in (valid, train):
         if ds is None: continue
@@ -111,7 +112,7 @@ def attribution_image(images: torch.Tensor, # `B×1×H×W`
                       pad: int = 2, scale: int = 2,
                      ) -> np.ndarray:
     "`uint8` RGB grid: images in the first row, one row of overlays per heatmap set."
-    rows = [[np.repeat(np.clip(x[0].numpy(), 0, 1)[..., None] * 255, 3, 2).astype(np.uint8) for x in images]]
+    rows = [[rgb_tile(x).round().astype(np.uint8) for x in images]]                 # colour runs keep their colour
     rows += [[overlay_rgb(x, h) for x, h in zip(images, hm)] for hm in heatmaps.values()]
     H, W = rows[0][0].shape[:2]; H, W = H * scale, W * scale
     R, B = len(rows), len(rows[0])

@@ -229,7 +229,9 @@ def test_color_jitter_matches_torchvision_and_is_grayscale_only():
     assert torch.allclose(adjust_contrast(x, 0.7), TF.adjust_contrast(x, 0.7), atol=1e-6)
     assert torch.allclose(adjust_brightness(x, 1.3), TF.adjust_brightness(x, 1.3), atol=1e-6)
     assert torch.equal(color_jitter(x, 0, 0, 0.4, 0.1), x)                 # saturation and hue: no-ops on 1 channel
-    with pytest.raises(ValueError, match="1 channel"): color_jitter(torch.rand(3, 8, 8))
+    with pytest.raises(ValueError, match="1 \\(grey\\) or 3 \\(RGB\\)"): color_jitter(torch.rand(2, 8, 8))
+    rgb = torch.rand(3, 8, 8)
+    assert not torch.equal(color_jitter(rgb, 0, 0, 0.4, 0.1), rgb)          # on RGB, saturation and hue act
 
 
 def test_gaussian_blur_matches_torchvision():

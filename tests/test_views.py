@@ -122,7 +122,10 @@ def test_views_determinism():
 
 def test_views_bad_input():
     with pytest.raises(ValueError, match="mode must be"): DiRAViews(mode="abc")
-    with pytest.raises(ValueError, match="1 channel"): DiRAViews(16)(torch.rand(3, 20, 20))
+    with pytest.raises(ValueError, match="1 channel"): DiRAViews(16)(torch.rand(3, 20, 20))      # grey views, an RGB image
+    with pytest.raises(ValueError, match="3 channel"): DiRAViews(16, channels=3)(torch.rand(1, 20, 20))
+    out = DiRAViews(16, channels=3)(torch.rand(3, 20, 20))
+    assert out["x1"].shape == out["x2"].shape == out["target"].shape == (3, 16, 16)
     with pytest.raises(TypeError, match="float"): DiRAViews(16)(torch.zeros(1, 20, 20, dtype=torch.uint8))
     assert DiRAViews(16)(torch.rand(20, 30))["x1"].shape == (1, 16, 16)   # H×W accepted
 

@@ -30,8 +30,8 @@ def feature_probe(embed, # callable: B×C×H×W images → B×D features (e.g. `
     run = lambda x: torch.cat([embed(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
     g = torch.Generator().manual_seed(seed)
     if views is None:
-        v = DiRAViews(size=images.shape[-1], mode="di", scale=(0.5, 1.0))
-        pairs = [v(img[:1], generator=g) for img in images]
+        v = DiRAViews(size=images.shape[-1], mode="di", scale=(0.5, 1.0), channels=images.shape[1])
+        pairs = [v(img, generator=g) for img in images]
         a, b = torch.stack([p["x1"] for p in pairs]), torch.stack([p["x2"] for p in pairs])
     else: a, b = views(images, g)
     dev = next(iter(getattr(embed, "__self__", torch.nn.Module()).parameters()), torch.empty(0)).device

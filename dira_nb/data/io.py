@@ -16,8 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'DICOM_EXTS', 'ImageReadError', 'BadImageWarning', 'apply_window', 'minmax_scale', 'read_dicom',
-           'read_image', 'list_images', 'read_csv_rows', 'read_label_csv', 'load_npz', 'ImageDataset', 'split_indices',
-           'train_valid_split']
+           'read_image', 'image_channels', 'list_images', 'read_csv_rows', 'read_label_csv', 'load_npz', 'ImageDataset',
+           'split_indices', 'train_valid_split']
 
 # %% ../../nbs/01_data.io.ipynb #c007
 class ImageReadError(ValueError):
@@ -132,8 +132,8 @@ def read_dicom(path, # a DICOM file (with or without the 128-byte preamble)
     return np.ascontiguousarray(y, dtype=np.float32)
 
 # %% ../../nbs/01_data.io.ipynb #c024
-def _read_pil(p: Path, window=None) -> np.ndarray:
-    "Read an ordinary image file with PIL into float32 H×W in [0, 1]."
+def _read_pil(p: Path, window=None, channels: int = 1) -> np.ndarray:
+    "Read an ordinary image file with PIL into float32 H×W (`channels=3`: 3×H×W RGB) in [0, 1]."
     limit = os.environ.get('DIRA_NB_MAX_IMAGE_PIXELS')
     if limit:
         try: Image.MAX_IMAGE_PIXELS = int(float(limit))
@@ -152,7 +152,12 @@ def _read_pil(p: Path, window=None) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{p}: not a readable image or truncated file ({type(e).__name__}: {e})") from e
     if a.size == 0: raise ImageReadError(f"{p}: empty image (shape {a.shape})")
-    raw = _to_gray(a.astype(np.float64))   # grey values in the file's own units
+    if channels == 3:                                    # RGB in the file's own units; grey files repeated
+        f = a.astype(np.float64)
+        if f.ndim == 2: f = f[..., None]
+        f = f[..., :3] if f.shape[-1] >= 3 else f[..., :1]                      # alpha dropped
+        raw = np.moveaxis(np.broadcast_to(f, f.shape[:2] + (3,)), -1, 0)
+    else: raw = _to_gray(a.astype(np.float64))   # grey values in the file's own units
     if not np.isfinite(raw).all(): raise ImageReadError(f"{p}: image contains NaN or infinite values")
     if isinstance(window, str):
         if window != 'minmax': raise ValueError(f"window must be (center, width), None or 'minmax', got {window!r}")
@@ -168,11 +173,30 @@ def _read_pil(p: Path, window=None) -> np.ndarray:
 
 def read_image(path, # PNG/JPEG/TIFF/BMP or DICOM file
                window: tuple | str | None = None, # (center, width) in the file's raw units (DICOM: rescaled units); 'minmax' forces min-max
+               channels: int = 1, # 1: grey H×W (colour converted); 3: RGB 3×H×W (grey files and DICOM repeated)
               ) -> np.ndarray:
-    "Read any supported image file as float32 H×W in [0, 1] (MONOCHROME2, colour converted to grey)."
+    "Read any supported image file as float32 H×W in [0, 1] (MONOCHROME2, colour converted to grey), or 3×H×W RGB with `channels=3`."
+    if channels not in (1, 3): raise ValueError(f"read_image: channels must be 1 or 3, got {channels}")
     p = _check_file(path)
-    if p.suffix.lower() in DICOM_EXTS or _is_dicom(p): return read_dicom(p, window=window)
-    return _read_pil(p, window=window)
+    if p.suffix.lower() in DICOM_EXTS or _is_dicom(p):
+        x = read_dicom(p, window=window)
+        return x if channels == 1 else np.repeat(x[None], 3, axis=0)
+    return _read_pil(p, window=window, channels=channels)
+
+def image_channels(paths: list, # image files (a sample of them is read)
+                   n: int = 16, # how many files, evenly spaced, to look at
+                   tol: float = 2 / 255, # largest channel difference still counted as grey
+                  ) -> int:
+    "3 when any of `n` sampled files is a colour image (its R, G and B differ), else 1 (grey, or grey stored as RGB)."
+    paths = list(paths)
+    if not paths: return 1
+    for i in np.unique(np.linspace(0, len(paths) - 1, min(n, len(paths))).round().astype(int)):
+        p = Path(paths[i])
+        if p.suffix.lower() in DICOM_EXTS: continue
+        try: x = read_image(p, channels=3)
+        except (ImageReadError, OSError): continue
+        if max(float(np.abs(x[0] - x[1]).max()), float(np.abs(x[1] - x[2]).max())) > tol: return 3
+    return 1
 
 # %% ../../nbs/01_data.io.ipynb #c031
 def list_images(root, # folder searched recursively
@@ -249,8 +273,9 @@ def read_label_csv(path, # CSV file with a header row (a single column of paths 
 # %% ../../nbs/01_data.io.ipynb #c039
 def load_npz(path, # a MedMNIST-style .npz file
              split: str = 'train', # 'train', 'val' (alias 'valid') or 'test'
+             channels: int = 1, # 1: colour converted to grey; 3: colour kept as uint8 N×3×H×W (grey stays N×H×W)
             ) -> tuple[np.ndarray, np.ndarray]:
-    "Load `{split}_images` (uint8 N×H×W, colour → grey) and `{split}_labels` (int64 N, or an N×C 0/1 matrix for multi-label sets such as ChestMNIST) from an .npz file."
+    "Load `{split}_images` (uint8 N×H×W, colour → grey unless `channels=3`) and `{split}_labels` (int64 N, or an N×C 0/1 matrix for multi-label sets such as ChestMNIST) from an .npz file."
     p = _check_file(path)
     try: z = np.load(p, allow_pickle=False)
     except Exception as e: raise ImageReadError(f"{p}: not a readable .npz file ({type(e).__name__}: {e})") from e
@@ -262,8 +287,9 @@ def load_npz(path, # a MedMNIST-style .npz file
         if missing: raise ImageReadError(f"{p}: missing array(s) {missing} for split {split!r} (arrays: {keys})")
         try: x, y = z[ki], z[kl]
         except Exception as e: raise ImageReadError(f"{p}: cannot read {ki}/{kl} ({type(e).__name__}: {e})") from e
-    if x.ndim == 4 and x.shape[-1] in (1, 3, 4): x = x[..., 0] if x.shape[-1] == 1 else _to_gray(x.astype(np.float64))
-    if x.ndim != 3: raise ImageReadError(f"{p}: {ki} must be N×H×W (or N×H×W×C), got shape {x.shape}")
+    if x.ndim == 4 and x.shape[-1] in (3, 4) and channels == 3: x = np.moveaxis(x[..., :3], -1, 1)   # N×3×H×W
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4): x = x[..., 0] if x.shape[-1] == 1 else _to_gray(x.astype(np.float64))
+    if x.ndim != 3 and not (x.ndim == 4 and x.shape[1] == 3): raise ImageReadError(f"{p}: {ki} must be N×H×W (or N×H×W×C), got shape {x.shape}")
     if x.dtype.kind == 'f' and not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))
         raise ImageReadError(f"{p}: {ki} has NaN or infinite values in {len(bad)} image(s) (first indices: {bad[:5].tolist()})")
@@ -288,7 +314,7 @@ def load_npz(path, # a MedMNIST-style .npz file
 
 # %% ../../nbs/01_data.io.ipynb #c043
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    "Resize a 1×H×W tensor to 1×size×size (bilinear, antialias), clamped to [0, 1]."
+    "Resize a C×H×W tensor to C×size×size (bilinear, antialias), clamped to [0, 1]."
     if tuple(x.shape[-2:]) == (size, size): return x
     y = F.interpolate(x[None], size=(size, size), mode='bilinear', antialias=True, align_corners=False)[0]
     return y.clamp_(0, 1)
@@ -302,11 +328,18 @@ class ImageDataset(Dataset):
                  names: list[str] | None = None, # class names, indexed by label
                  min_size: int | None = None, # raise (or skip) images whose height or width is below this (e.g. the crop size)
                  skip_bad: bool = False, # replace unreadable/too-small files by the next good one, with a warning, instead of raising
+                 in_chans: int = 1, # 1: grey 1×H×W items (colour converted); 3: RGB 3×H×W items (grey repeated)
                 ):
+        if in_chans not in (1, 3): raise ValueError(f"ImageDataset: in_chans must be 1 or 3, got {in_chans}")
+        self.in_chans = in_chans
         if isinstance(items, (np.ndarray, torch.Tensor)):
             a = items.numpy() if isinstance(items, torch.Tensor) else items
             if a.ndim == 4 and a.shape[1] == 1: a = a[:, 0]
-            if a.ndim != 3: raise ValueError(f"array items must be N×H×W (or N×1×H×W), got shape {a.shape}")
+            if a.ndim == 4 and a.shape[1] == 3 and in_chans == 1:
+                a = _to_gray(np.moveaxis(a, 1, -1).astype(np.float64)).astype(a.dtype if a.dtype.kind == 'f' else np.float32)
+                if items.dtype == np.uint8: a = a / 255
+            if a.ndim != 3 and not (a.ndim == 4 and a.shape[1] == 3):
+                raise ValueError(f"array items must be N×H×W, N×1×H×W or N×3×H×W, got shape {a.shape}")
             self.array, self.items = a, None
         else:
             self.items, self.array = [Path(p) for p in items], None
@@ -320,8 +353,8 @@ class ImageDataset(Dataset):
             else: labels = np.asarray(labels, dtype=np.int64).reshape(-1)
             if len(labels) != n: raise ValueError(f"{n} items but {len(labels)} labels")
         self.labels, self.size, self.min_size, self.skip_bad, self.bad = labels, size, min_size, skip_bad, {}
-        if self.array is not None and min_size is not None and min(self.array.shape[1:3]) < min_size:
-            raise ImageReadError(f"images are {self.array.shape[1]}×{self.array.shape[2]}, smaller than the minimum size {min_size} "
+        if self.array is not None and min_size is not None and min(self.array.shape[-2:]) < min_size:
+            raise ImageReadError(f"images are {self.array.shape[-2]}×{self.array.shape[-1]}, smaller than the minimum size {min_size} "
                                  "(the crop size): resize them on load (`size=`/`load_size`) or use a smaller crop")
         self.class_names = list(names) if names is not None else (
             [str(i) for i in range(labels.shape[1])] if labels is not None and labels.ndim == 2 else
@@ -335,14 +368,15 @@ class ImageDataset(Dataset):
     def __len__(self): return len(self.array) if self.array is not None else len(self.items)
 
     def image(self, i: int) -> np.ndarray:
-        "The i-th image as float32 H×W in [0, 1] (before resizing)."
+        "The i-th image as float32 H×W (3×H×W with `in_chans=3`) in [0, 1] (before resizing)."
         if self.array is None:
-            x = read_image(self.items[i])
-            if self.min_size is not None and min(x.shape) < self.min_size:
-                raise ImageReadError(f"{self.items[i]}: image is {x.shape[0]}×{x.shape[1]}, smaller than the crop size "
+            x = read_image(self.items[i], channels=self.in_chans)
+            if self.min_size is not None and min(x.shape[-2:]) < self.min_size:
+                raise ImageReadError(f"{self.items[i]}: image is {x.shape[-2]}×{x.shape[-1]}, smaller than the crop size "
                                      f"{self.min_size}; resize on load (`load_size`), use a smaller crop, or remove the file")
             return x
         a = self.array[i]
+        if self.in_chans == 3 and a.ndim == 2: a = np.broadcast_to(a, (3, *a.shape))
         if a.dtype == np.uint8: return a.astype(np.float32) / 255
         if a.dtype == np.uint16: return a.astype(np.float32) / 65535
         return a.astype(np.float32)
@@ -394,14 +428,16 @@ class ImageDataset(Dataset):
     def __getitem__(self, i):
         if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} images")
         img, j = self._good_image(i % len(self))
-        x = torch.from_numpy(np.ascontiguousarray(img))[None]
+        x = torch.from_numpy(np.ascontiguousarray(img))
+        if x.ndim == 2: x = x[None]
         if self.size is not None: x = _resize(x, int(self.size))
         if self.labels is None: return x, -1
         return x, (torch.from_numpy(self.labels[j].copy()) if self.labels.ndim == 2 else int(self.labels[j]))
 
     def __repr__(self):
         src = 'array' if self.array is not None else 'files'
-        return f"ImageDataset({len(self)} {src}, size={self.size}, classes={self.class_names})"
+        col = ", in_chans=3" if self.in_chans == 3 else ""
+        return f"ImageDataset({len(self)} {src}, size={self.size}{col}, classes={self.class_names})"
 
     @classmethod
     def from_folder(cls, root, # folder searched recursively (see `list_images`)
@@ -426,12 +462,14 @@ class ImageDataset(Dataset):
                  **kwargs): # `min_size`
         "Labelled dataset from a MedMNIST-style .npz (single- or multi-label; class names from a `label_names` array when present)."
         kwargs.pop('skip_bad', None)                        # arrays are checked whole when loaded
-        x, y = load_npz(path, split)
+        x, y = load_npz(path, split, channels=kwargs.get('in_chans', 1))
         names = None
         with np.load(path, allow_pickle=False) as z:
             if 'label_names' in z.files: names = [str(s) for s in z['label_names']]
-        try: return cls(x, y, size=size, names=names, **kwargs)
+        try: ds = cls(x, y, size=size, names=names, **kwargs)
         except ImageReadError as e: raise ImageReadError(f"{path}: {e}") from e
+        ds.source_npz = Path(path)
+        return ds
 
 # %% ../../nbs/01_data.io.ipynb #c051
 def split_indices(n: int, # number of items

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Subset
-from .io import ImageDataset, ImageReadError, split_indices, read_csv_rows, read_label_csv
+from .io import ImageDataset, ImageReadError, split_indices, read_csv_rows, read_label_csv, image_channels
 from .phantom import samples_dir
 from .views import ViewDataset
 
 # %% auto #0
-__all__ = ['open_pretraining_data', 'EpochSampler', 'SeededItems', 'ShardedSampler', 'view_loaders', 'make_dataloaders']
+__all__ = ['open_pretraining_data', 'data_channels', 'EpochSampler', 'SeededItems', 'ShardedSampler', 'view_loaders',
+           'make_dataloaders']
 
 # %% ../../nbs/06_data.loaders.ipynb #c1e9f970
 def _labels_csv_split(src: Path, csv_path: Path, load_size, min_size, skip_bad) -> tuple:
@@ -50,8 +51,9 @@ def open_pretraining_data(data: str | Path = "samples", # "samples", an image fo
                           max_images: int | None = None, # use at most this many training images (quick runs)
                           min_size: int | None = None, # images must be at least this large (the crop size; None: no check)
                           skip_bad: bool = False, # skip unreadable or too-small images with a warning instead of failing
+                          in_chans: int | None = 1, # 1 grey, 3 RGB, None: 3 when the images are colour (`data.io.image_channels`), else 1
                          ) -> tuple:
-    "Training and validation `ImageDataset`s (or subsets) for pretraining, from any supported source."
+    "Training and validation `ImageDataset`s (or subsets) for pretraining, from any supported source; their `in_chans` says grey or RGB."
     src = samples_dir() if str(data) == "samples" else Path(data)
     if not src.exists(): raise FileNotFoundError(f"pretraining data {src} does not exist")
     kw = dict(min_size=None if load_size else min_size, skip_bad=skip_bad)
@@ -72,6 +74,12 @@ def open_pretraining_data(data: str | Path = "samples", # "samples", an image fo
         else: train, valid = ImageDataset(read_label_csv(src / "labels.csv", label_col=None, root=src)[0], size=load_size, **kw), None
     elif src.is_dir(): train, valid = ImageDataset.from_folder(src, size=load_size, **kw), None
     else: raise ValueError(f"{src}: expected 'samples', an image folder, a .csv or a .npz file")
+    chans = data_channels(train) if in_chans is None else in_chans
+    if chans != 1:
+        if _base_dataset(train).array is not None: train, valid = _reload_npz(src, load_size, kw, chans, valid is not None)
+        else:
+            for d in (train, valid):
+                if d is not None: _base_dataset(d).in_chans = chans     # files are read at access time
     for d in (train, valid):                             # pretraining ignores labels: multi-label (N×C) items become unlabelled
         if d is not None and getattr(d, "labels", None) is not None and d.labels.ndim == 2: d.labels = None
     if valid is None and valid_pct > 0:
@@ -81,6 +89,23 @@ def open_pretraining_data(data: str | Path = "samples", # "samples", an image fo
         train = Subset(train, list(range(max_images)))
     if valid is not None and max_images is not None and len(valid) > max(8, max_images // 4):
         valid = Subset(valid, list(range(max(8, max_images // 4))))
+    return train, valid
+
+def data_channels(ds, # an `ImageDataset` (or a `Subset` of one) opened as grey
+                 ) -> int:
+    "3 when the images behind `ds` are colour (files: `image_channels` on a sample; arrays: an RGB npz), else 1."
+    base = _base_dataset(ds)
+    if base.items is not None: return image_channels(base.items)
+    src = getattr(base, "source_npz", None)
+    if src is None: return 1
+    with np.load(src, allow_pickle=False) as z:
+        key = next((k for k in z.files if k.endswith("_images")), None)
+        return 3 if key is not None and z[key].ndim == 4 and z[key].shape[-1] in (3, 4) else 1
+
+def _reload_npz(src, load_size, kw, chans, with_valid):
+    "An npz opened grey, opened again with `chans` channels."
+    train = ImageDataset.from_npz(src, "train", size=load_size, in_chans=chans, **kw)
+    valid = ImageDataset.from_npz(src, "val", size=load_size, in_chans=chans, **kw) if with_valid else None
     return train, valid
 
 def _base_dataset(ds):

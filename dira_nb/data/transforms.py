@@ -1,5 +1,5 @@
 """Random resized crops, brightness/contrast jitter, Gaussian blur, flips and the three DiRA distortions (in-painting,
-out-painting, local patch swapping), all as plain torch ops on `1×H×W` images in [0, 1].
+out-painting, local patch swapping), all as plain torch ops on `C×H×W` images in [0, 1] (grey, or RGB where colour matters).
 
 Docs: https://dira-nb.github.io/dira_nb/data.transforms.html.md"""
 
@@ -107,26 +107,33 @@ def adjust_contrast(img: torch.Tensor, # C×H×W float image in [0, 1]
     return (f * img + (1 - f) * mean).clamp(0, 1)
 
 # %% ../../nbs/02_data.transforms.ipynb #c022
-def color_jitter(img: torch.Tensor, # 1×H×W float image in [0, 1]
+def color_jitter(img: torch.Tensor, # 1×H×W grey or 3×H×W RGB float image in [0, 1]
                  brightness: float = 0.4, # brightness factor drawn from [max(0, 1−b), 1+b]
                  contrast: float = 0.4, # contrast factor drawn from [max(0, 1−c), 1+c]
-                 saturation: float = 0.4, # drawn like torchvision but an identity on one channel
-                 hue: float = 0.1, # in [0, 0.5]; drawn like torchvision but an identity on one channel
+                 saturation: float = 0.4, # factor drawn from [max(0, 1−s), 1+s]; applied to RGB, an identity on one channel
+                 hue: float = 0.1, # shift drawn from [−h, h], h in [0, 0.5]; applied to RGB, an identity on one channel
                  generator: torch.Generator | None = None, # optional generator (default: torch's global one)
                 ) -> torch.Tensor:
-    "Torchvision-style colour jitter of a grayscale image: random order, brightness and contrast (saturation and hue are no-ops)."
-    _check_img(img, "color_jitter", channels=1)
+    "Torchvision-style colour jitter in random order: brightness and contrast; saturation and hue on RGB images (grey: drawn, not applied)."
+    _check_img(img, "color_jitter")
+    if img.shape[0] not in (1, 3): raise ValueError(f"color_jitter: expected 1 (grey) or 3 (RGB) channels, got shape {tuple(img.shape)}")
     if not 0 <= hue <= 0.5: raise ValueError(f"color_jitter: hue must be in [0, 0.5], got {hue}")
     order = torch.randperm(4, generator=generator).tolist()
     rng = lambda a: (max(0.0, 1 - a), 1 + a)
     fb = _uniform(*rng(brightness), generator) if brightness > 0 else None
     fc = _uniform(*rng(contrast), generator) if contrast > 0 else None
-    if saturation > 0: _uniform(*rng(saturation), generator)  # identity on one channel (see above)
-    if hue > 0: _uniform(-hue, hue, generator)                # identity on one channel (see above)
+    fs = _uniform(*rng(saturation), generator) if saturation > 0 else None   # drawn for grey images too: the same
+    fh = _uniform(-hue, hue, generator) if hue > 0 else None                  # random stream whatever the channels
+    rgb = img.shape[0] == 3
+    if rgb:
+        from dira_nb.tvcompat import torchvision
+        import torchvision.transforms.v2.functional as TF
     out = img
     for i in order:
         if i == 0 and fb is not None: out = adjust_brightness(out, fb)
         elif i == 1 and fc is not None: out = adjust_contrast(out, fc)
+        elif i == 2 and fs is not None and rgb: out = TF.adjust_saturation(out, fs)
+        elif i == 3 and fh is not None and rgb: out = TF.adjust_hue(out, fh)
     return out.clone() if out is img else out
 
 # %% ../../nbs/02_data.transforms.ipynb #c026
@@ -325,12 +332,12 @@ class DiRAAugment:
         self.p_blur, self.sigma, self.p_flip, self.ref_size = p_blur, tuple(sigma), p_flip, ref_size
 
     def __call__(self,
-                 img: torch.Tensor, # 1×H×W float image in [0, 1]
+                 img: torch.Tensor, # 1×H×W grey or 3×H×W RGB float image in [0, 1]
                  generator: torch.Generator | None = None, # optional generator (default: torch's global one)
                  return_params: bool = False, # also return dict(jitter: bool, sigma: float|None, flip: bool)
                 ):
         "Jitter, blur and flip `img` at random; returns a new tensor (and the drawn parameters if asked)."
-        _check_img(img, "DiRAAugment", channels=1)
+        _check_img(img, "DiRAAugment")
         out, params = img, dict(jitter=False, sigma=None, flip=False)
         if _rand(generator) < self.p_jitter:
             out, params["jitter"] = color_jitter(out, *self.jitter, generator=generator), True

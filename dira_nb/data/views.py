@@ -29,7 +29,10 @@ class DiRAViews:
                  distortion: DiRADistortion | None = None, # the distortion sampler (default `DiRADistortion()`)
                  augment: DiRAAugment | None = None, # the photometric + flip pipeline (default `DiRAAugment()`)
                  ratio: tuple = (3 / 4, 4 / 3), # RandomResizedCrop aspect-ratio range
+                 channels: int = 1, # image channels: 1 (grey) or 3 (RGB); must match the method's `in_chans`
                 ):
+        if channels not in (1, 3): raise ValueError(f"DiRAViews: channels must be 1 or 3, got {channels}")
+        self.channels = channels
         if mode not in VIEW_MODES: raise ValueError(f"DiRAViews: mode must be one of {VIEW_MODES}, got {mode!r}")
         if int(size) < 1: raise ValueError(f"DiRAViews: size must be a positive int, got {size}")
         self.size, self.mode, self.scale, self.ratio = int(size), mode, tuple(scale), tuple(ratio)
@@ -38,13 +41,13 @@ class DiRAViews:
         self.augment = DiRAAugment() if augment is None else augment
 
     def __call__(self,
-                 img: torch.Tensor, # 1×H×W (or H×W) float image in [0, 1]
+                 img: torch.Tensor, # C×H×W (or H×W) float image in [0, 1], C = `channels`
                  generator: torch.Generator | None = None, # optional generator (default: torch's global one)
                  return_params: bool = False, # also return crop boxes and augmentation draws (for teaching)
                 ) -> dict:
-        "Return dict(x1, x2, target: 1×S×S tensors, kind1, kind2: distortion kinds) for `img`."
+        "Return dict(x1, x2, target: C×S×S tensors, kind1, kind2: distortion kinds) for `img`."
         if isinstance(img, torch.Tensor) and img.ndim == 2: img = img[None]
-        _check_img(img, "DiRAViews", channels=1)
+        _check_img(img, "DiRAViews", channels=getattr(self, "channels", 1))
         H, W = img.shape[-2:]
         box1 = random_resized_crop_box(H, W, self.scale, self.ratio, generator)
         box2 = random_resized_crop_box(H, W, self.scale, self.ratio, generator)

@@ -37,6 +37,7 @@ class Method(nn.Module):
     "Base class of a self-supervised method driven by `Learner`; subclasses set `name` and implement the hooks."
     name: str = "method"
     config_class = None
+    colour: bool = False                  # its views and models take RGB images (`in_chans=3`); else grey only
 
     def __init__(self, config): # a dataclass instance of `config_class`
         super().__init__()

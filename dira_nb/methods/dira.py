@@ -64,6 +64,7 @@ class DiRA(Restorative, Method):
     "DiRA: a U-Net trained with discriminative, restorative and adversarial losses (each can be switched off)."
     name = "dira"
     config_class = DiRAConfig
+    colour = True                         # RGB views, a 3-channel restoration target and critic with `in_chans=3`
     batch_keys = ("x1", "x2")             # + `target` when restorative, `index` (optional) masks own keys
 
     def __init__(self, config: DiRAConfig): # the model and optimiser settings
@@ -211,7 +212,7 @@ def _views(self: DiRA, image_size: int, # training crop size
            **options) -> DiRAViews:
     "DiRA's paired views: two augmented crops, the first distorted for restoration (not for the `di` variant)."
     return DiRAViews(size=image_size, mode="dira" if self.config.restorative else "di", scale=self.config.crop_scale,
-                     faithful_flip_quirk=faithful_flip_quirk)
+                     faithful_flip_quirk=faithful_flip_quirk, channels=self.config.in_chans)
 
 def _warmup_stage(cls, config: DiRAConfig) -> dict | None:
     "Stage 1 of a model with a discriminator: the same model without it (`dir`)."

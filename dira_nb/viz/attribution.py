@@ -8,6 +8,7 @@ Docs: https://dira-nb.github.io/dira_nb/viz.attribution.html.md"""
 from __future__ import annotations
 import numpy as np
 import torch
+from .recon import display_grey, rgb_tile
 from ..eval.attribution import (ATTRIBUTION_METHODS, CAM_METHODS, EmbeddingSimilarity, attribute, attribution_copy,
                                       default_layer, embedding_similarity_model, fit_toy_classifier, gradcam_layer_for,
                                       peak_in_box, planted_blob_images, toy_blob_classifier)
@@ -27,7 +28,7 @@ def heat_rgb(heatmap: np.ndarray | torch.Tensor, # `H×W` in [0, 1]
     f = (h - i)[..., None]
     return _RAMP[i] * (1 - f) + _RAMP[i + 1] * f
 
-def overlay_rgb(image: np.ndarray | torch.Tensor, # `H×W` or `1×H×W` grayscale in [0, 1]
+def overlay_rgb(image: np.ndarray | torch.Tensor, # `H×W` or `1×H×W` grey, or `3×H×W` RGB, in [0, 1]
                 heatmap: np.ndarray | torch.Tensor, # `H×W` in [0, 1], same size
                 alpha: float = 0.5, # heatmap opacity at full heat (scaled by the heat, so cold areas show the image)
                ) -> np.ndarray:
@@ -35,10 +36,10 @@ def overlay_rgb(image: np.ndarray | torch.Tensor, # `H×W` or `1×H×W` grayscal
     img = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
     hm = np.asarray(heatmap.detach().cpu() if isinstance(heatmap, torch.Tensor) else heatmap, dtype=np.float32)
     if img.ndim == 3 and img.shape[0] == 1: img = img[0]
-    if img.shape != hm.shape: raise ValueError(f"overlay_rgb: image {img.shape} and heatmap {hm.shape} differ")
-    gray = np.repeat(np.clip(img, 0, 1)[..., None] * 255, 3, axis=2)
+    if img.shape[-2:] != hm.shape: raise ValueError(f"overlay_rgb: image {img.shape} and heatmap {hm.shape} differ")
+    base = rgb_tile(img)                                   # H×W×3 in [0, 255]; colour images keep their colour
     a = alpha * np.clip(hm, 0, 1)[..., None]
-    return np.clip(gray * (1 - a) + heat_rgb(hm) * a, 0, 255).round().astype(np.uint8)
+    return np.clip(base * (1 - a) + heat_rgb(hm) * a, 0, 255).round().astype(np.uint8)
 
 def attribution_figure(images: torch.Tensor | np.ndarray, # `B×1×H×W` or `B×H×W` in [0, 1]
                        heatmaps: torch.Tensor | np.ndarray | dict, # `B×H×W`, or {method name: `B×H×W`} for several rows
@@ -51,8 +52,7 @@ def attribution_figure(images: torch.Tensor | np.ndarray, # `B×1×H×W` or `B×
     "Plotly figure: the images in the first row, one row of overlays per heatmap set; lesion outlines (green) and heat peaks on every overlay."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    imgs = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
-    if imgs.ndim == 4: imgs = imgs[:, 0]
+    imgs = display_grey(images)                               # B×H×W (RGB as luma under the heat)
     sets = heatmaps if isinstance(heatmaps, dict) else {"attribution": heatmaps}
     sets = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in sets.items()}
     B = imgs.shape[0]

@@ -17,7 +17,7 @@ import ipywidgets as W
 from fastcore.basics import patch
 from ..callback.core import Callback
 from ..eval.attribution import ATTRIBUTION_METHODS, CAM_METHODS   # the methods the attribution menu offers
-from .recon import recon_rows, recon_figure
+from .recon import recon_rows, recon_figure, display_grey
 from .panels import (PLOTLY_MIME, Panel, RefreshHistory, figure_bundle, probe_lesions, probe_set, quiet_eval,
                                show_figures, text_bundle)   # the building blocks (re-exported)
 
@@ -58,12 +58,16 @@ def _whole_image_views(views):
     return v
 
 def _u8(x: torch.Tensor, px: int) -> np.ndarray:
-    "`B×1×S×S` in [0, 1] → `uint8 B×px×px` (area-downsampled when smaller): the history's thumbnails."
+    "`B×C×S×S` in [0, 1] → `uint8 B×px×px` (`B×px×px×3` for RGB; area-downsampled when smaller): the history's thumbnails."
     x = x.detach().float().cpu().clamp(0, 1)
     if x.shape[-1] != px: x = F.interpolate(x, size=(px, px), mode="area")
-    return (x[:, 0] * 255).round().to(torch.uint8).numpy()
+    x = x[:, 0] if x.shape[1] != 3 else x.permute(0, 2, 3, 1)
+    return (x * 255).round().to(torch.uint8).numpy()
 
-def _f(a: np.ndarray) -> torch.Tensor: return torch.from_numpy(a.astype(np.float32) / 255)[:, None]
+def _f(a: np.ndarray) -> torch.Tensor:
+    "History thumbnails back to `B×C×H×W` float in [0, 1]."
+    t = torch.from_numpy(a.astype(np.float32) / 255)
+    return t.permute(0, 3, 1, 2) if t.ndim == 4 else t[:, None]
 
 def _scale_outline(o, f: float):
     "An outline polyline in pixel coordinates of a `f`× smaller/larger image."
@@ -388,7 +392,8 @@ class Dashboard:
             items.append(_legend_below(fig, 330))
         if "msg" in state: return items + [state["msg"]]
         n = len(state["idx"])
-        imgs = np.stack([a for i in range(n) for a in (state["t"][i], state["r"][i])])[:, None]        # real, restored per probe
+        pairs = np.stack([a for i in range(n) for a in (state["t"][i], state["r"][i])])        # real, restored per probe
+        imgs = (display_grey(pairs) if pairs.ndim == 4 else pairs)[:, None]                       # RGB drawn as luma
         maps = np.stack([m for i in range(n) for m in (state["maps"][i], state["maps"][n + i])]).astype(np.float32)
         titles = [f"#{j} {kind}" for j in state["idx"] for kind in ("real", "restored")]        # short: 2 columns per probe
         fig = patch_realism_figure(imgs.astype(np.float32) / 255, maps, titles=titles)

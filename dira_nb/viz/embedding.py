@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 from ..core import eval_mode
+from .recon import rgb_tile
 
 # %% auto #0
 __all__ = ['REDUCERS', 'THUMBNAIL_HOVER_JS', 'compute_embeddings', 'reduce_embeddings', 'EmbeddingBasis', 'thumbnail_uris',
@@ -190,14 +191,15 @@ if (gd && gd.on) {
 }
 """
 
-def thumbnail_uris(images, # `N×1×H×W` / `N×H×W` in [0, 1] (tensor or array)
+def thumbnail_uris(images, # `N×C×H×W` (C = 1 or 3) / `N×H×W` in [0, 1] (tensor or array)
                    size: int = 48, # thumbnail side in pixels
                   ) -> list[str]:
-    "Small grayscale PNGs of `images` as `data:image/png;base64,...` URIs."
-    x = _as_image_tensor(images)[:, 0].clamp(0, 1).numpy()
+    "Small PNGs (grey, or RGB for colour images) of `images` as `data:image/png;base64,...` URIs."
+    x = _as_image_tensor(images).clamp(0, 1)
     out = []
     for a in x:
-        im = Image.fromarray((a * 255).round().astype(np.uint8)).resize((size, size), Image.BILINEAR)
+        a = rgb_tile(a) if a.shape[0] == 3 else a[0].numpy() * 255
+        im = Image.fromarray(a.round().astype(np.uint8)).resize((size, size), Image.BILINEAR)
         buf = io.BytesIO(); im.save(buf, format="PNG", optimize=True)
         out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
     return out

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from ..core import eval_mode
+from .recon import display_grey, rgb_tile
 
 # %% auto #0
 __all__ = ['LOSS_TERMS', 'patch_realism', 'realism_summary', 'smooth_ema', 'realism_history_figure', 'upsample_map',
@@ -100,9 +101,7 @@ def realism_history_figure(batch_losses: list, # per-step dicts (`learn.recorder
     return fig
 
 # %% ../../nbs/61_viz.realism.ipynb #c015
-def _np_images(x) -> np.ndarray:
-    a = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)
-    return a[:, 0] if a.ndim == 4 else a
+def _np_images(x) -> np.ndarray: return display_grey(x)        # B×H×W (RGB drawn as luma)
 
 def upsample_map(m: np.ndarray, # `h×w` patch scores
                  shape: tuple, # `(H, W)` target size
@@ -164,9 +163,9 @@ def patch_realism_image(images, # `B×1×H×W` images, or {set name: images}
     mps = maps if isinstance(maps, dict) else {"image": maps}
     tiles = []
     for k in imgs:
-        im = _np_images(imgs[k])
-        tiles.append([np.repeat(np.clip(a, 0, 1)[..., None] * 255, 3, 2) for a in im])
-        tiles.append([realism_rgb(upsample_map(m, a.shape)) for m, a in zip(np.asarray(mps[k]), im)])
+        im = np.asarray(imgs[k].detach().cpu() if isinstance(imgs[k], torch.Tensor) else imgs[k], dtype=np.float32)
+        tiles.append([rgb_tile(a) for a in im])                                  # colour kept (grey repeated)
+        tiles.append([realism_rgb(upsample_map(m, a.shape[-2:])) for m, a in zip(np.asarray(mps[k]), im)])
     R, B = len(tiles), min(len(t) for t in tiles)
     H, W = tiles[0][0].shape[:2]
     H, W = H * scale, W * scale

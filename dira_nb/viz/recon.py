@@ -14,22 +14,24 @@ from ..callback.core import Callback
 from ..checkpoint import atomic_write
 
 # %% auto #0
-__all__ = ['ROW_NAMES', 'OUTLINE_ROWS', 'recon_rows', 'recon_grid', 'save_png', 'recon_figure', 'ReconstructionSnapshots']
+__all__ = ['ROW_NAMES', 'OUTLINE_ROWS', 'recon_rows', 'recon_grid', 'display_grey', 'rgb_tile', 'save_png', 'recon_figure',
+           'ReconstructionSnapshots']
 
 # %% ../../nbs/60_viz.recon.ipynb #c005
 ROW_NAMES = ("target", "input", "restoration", "error ×4")
 
-def recon_rows(inputs: torch.Tensor, # distorted views B×1×H×W in [0, 1]
-               recons: torch.Tensor, # restorations B×1×H×W
-               targets: torch.Tensor, # clean targets B×1×H×W
+def recon_rows(inputs: torch.Tensor, # distorted views B×C×H×W in [0, 1] (C = 1 grey or 3 RGB)
+               recons: torch.Tensor, # restorations B×C×H×W
+               targets: torch.Tensor, # clean targets B×C×H×W
                n: int = 8, # at most this many images
                error_gain: float = 4.0, # brightening of the absolute error row
               ) -> np.ndarray:
-    "A `4×n×H×W` float array in [0, 1]: target, input, restoration and amplified absolute error for each image."
+    "A `4×n×H×W` float array in [0, 1] (`4×n×H×W×3` for RGB): target, input, restoration and amplified absolute error for each image."
     if not (inputs.shape == recons.shape == targets.shape):
         raise ValueError(f"shapes differ: inputs {tuple(inputs.shape)}, recons {tuple(recons.shape)}, targets {tuple(targets.shape)}")
     k = min(n, inputs.shape[0])
-    t, i, r = (a[:k, 0].detach().float().cpu().clamp(0, 1) for a in (targets, inputs, recons))
+    rgb = inputs.shape[1] == 3
+    t, i, r = ((a[:k].movedim(1, -1) if rgb else a[:k, 0]).detach().float().cpu().clamp(0, 1) for a in (targets, inputs, recons))
     e = ((r - t).abs() * error_gain).clamp(0, 1)
     return torch.stack([t, i, r, e]).numpy()
 
@@ -38,16 +40,32 @@ def recon_grid(rows: np.ndarray, # output of `recon_rows`, R×N×H×W in [0, 1]
                pad: int = 2, # pixels between tiles
                scale: int = 1, # integer upscaling of each tile (nearest)
               ) -> np.ndarray:
-    "Tile `rows` into one `uint8` grayscale image (rows as in `ROW_NAMES`), separated by mid-gray lines."
-    R, N, H, W = rows.shape
-    tiles = np.kron(rows, np.ones((1, 1, scale, scale))) if scale > 1 else rows
+    "Tile `rows` into one `uint8` grayscale image (H×W×3 for RGB rows), rows as in `ROW_NAMES`, separated by mid-gray lines."
+    R, N, H, W = rows.shape[:4]
+    rgb = rows.ndim == 5
+    tiles = np.kron(rows, np.ones((1, 1, scale, scale) + ((1,) if rgb else ()))) if scale > 1 else rows
     H, W = H * scale, W * scale
-    out = np.full((R * H + (R + 1) * pad, N * W + (N + 1) * pad), 0.5, dtype=np.float32)
+    out = np.full((R * H + (R + 1) * pad, N * W + (N + 1) * pad) + ((3,) if rgb else ()), 0.5, dtype=np.float32)
     for r in range(R):
         for c in range(N):
             y, x0 = pad + r * (H + pad), pad + c * (W + pad)
             out[y:y + H, x0:x0 + W] = tiles[r, c]
     return (out * 255).round().astype(np.uint8)
+
+def display_grey(images, # `B×C×H×W` (C = 1 or 3), `B×H×W` or `B×H×W×3` in [0, 1] (tensor or array)
+                ) -> np.ndarray:
+    "`B×H×W` float32 for drawing on a grey scale: grey images as they are, RGB as luma (BT.601), e.g. under heatmaps."
+    a = np.asarray(images.detach().cpu() if isinstance(images, torch.Tensor) else images, dtype=np.float32)
+    if a.ndim == 4 and a.shape[-1] == 3 and a.shape[1] != 3: return a @ np.float32([0.299, 0.587, 0.114])
+    if a.ndim == 4 and a.shape[1] == 3: return np.tensordot(np.float32([0.299, 0.587, 0.114]), a, axes=([0], [1]))
+    return a[:, 0] if a.ndim == 4 else a
+
+def rgb_tile(image, # `C×H×W` (C = 1 or 3) or `H×W` in [0, 1]
+            ) -> np.ndarray:
+    "float32 `H×W×3` in [0, 255] of one image (grey repeated), for the PNG grids."
+    a = np.clip(np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32), 0, 1)
+    if a.ndim == 2: a = a[None]
+    return np.repeat(np.moveaxis(a, 0, -1), 3 // a.shape[0], axis=2) * 255
 
 def save_png(img: np.ndarray, # uint8 H×W (gray) or H×W×3 array
              path: str | Path, # destination file; parent folders are created
@@ -67,18 +85,21 @@ def recon_figure(rows: np.ndarray, # output of `recon_rows`
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     R, N, H = rows.shape[:3]
+    rgb = rows.ndim == 5
     fig = make_subplots(rows=R, cols=N, horizontal_spacing=0.01, vertical_spacing=0.02,
                         column_titles=[str(t) for t in titles[:N]] if titles else None, row_titles=list(ROW_NAMES[:R]))
     for r in range(R):
         for c in range(N):
-            fig.add_trace(go.Heatmap(z=rows[r, c][::-1], colorscale="gray", zmin=0, zmax=1, showscale=False,
-                                     hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>"), row=r + 1, col=c + 1)
+            if rgb: fig.add_trace(go.Image(z=(rows[r, c][::-1] * 255).round().astype(np.uint8), hoverinfo="skip"), row=r + 1, col=c + 1)
+            else: fig.add_trace(go.Heatmap(z=rows[r, c][::-1], colorscale="gray", zmin=0, zmax=1, showscale=False,
+                                           hovertemplate="x %{x}, y %{y}: %{z:.3f}<extra></extra>"), row=r + 1, col=c + 1)
             o = outlines[c] if outlines and c < len(outlines) else None
             if o is not None and ROW_NAMES[r] in outline_rows and len(o[0]):
-                ys = [None if y is None else H - 1 - y for y in o[1]]          # the heatmap's y axis points up
+                ys = [None if y is None else H - 1 - y for y in o[1]]          # the y axis points up (images are drawn flipped)
                 fig.add_trace(go.Scatter(x=o[0], y=ys, mode="lines", hoverinfo="skip", showlegend=False,
                                          line=dict(color="#2ca02c", width=1.5)), row=r + 1, col=c + 1)
-    fig.update_xaxes(visible=False, range=[-0.5, rows.shape[3] - 0.5]); fig.update_yaxes(visible=False, range=[-0.5, H - 0.5])
+    fig.update_xaxes(visible=False, range=[-0.5, rows.shape[3] - 0.5])
+    fig.update_yaxes(visible=False, range=[-0.5, H - 0.5], autorange=None)      # y up for images too (go.Image defaults to y down)
     for k in range(1, R * N + 1):                          # square pixels in every cell: each y axis follows its own x axis
         fig.layout[f"yaxis{'' if k == 1 else k}"].scaleanchor = f"x{'' if k == 1 else k}"
     fig.update_layout(height=120 * R + 40, width=max(400, 110 * N + 80), margin=dict(l=10, r=40, t=40, b=10))
