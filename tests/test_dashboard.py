@@ -324,7 +324,9 @@ def test_loss_panel_validation_smoothing_chance_and_realism_labels():
     fig = d.panels["losses"].figures[0]
     assert any(t.name == "valid" for t in fig.data)                     # validation curve
     assert any(s.type == "line" and abs(s.y0 - np.log(64 + 1)) < 1e-6 for s in fig.layout.shapes)   # InfoNCE chance
-    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0       # below the plot, clear of the toolbar
+    lg = fig.layout.legend                                              # below the x-axis title, clear of the toolbar:
+    assert lg.orientation == "h" and lg.yref == "container" and lg.y == 0 and lg.yanchor == "bottom"   # its own strip
+    assert fig.layout.margin.b >= 40                                    # ... which the bottom margin makes room for
     smoothed = [t for t in fig.data if t.name == "train"][0].y
     n = d.panels["losses"].count
     d.smoothing.value = 0.0
