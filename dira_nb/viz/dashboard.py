@@ -180,7 +180,7 @@ class Dashboard:
         self.attribution = W.Dropdown(options=list(ATTRIBUTION_METHODS), value=attribution, description="attribution",
                                       layout=W.Layout(width="200px"))
         self.explain = W.ToggleButtons(options=list(EXPLAIN_TARGETS), value=self._explain0, description="explain",
-                                       style=dict(button_width="90px"), tooltips=["similarity to the image's own embedding (no labels)",
+                                       style=dict(button_width="104px"), tooltips=["similarity to the image's own embedding (no labels)",
                                        "a logistic head fitted on the labelled probe images that are not shown"])
         self.reducer = W.ToggleButtons(options=list(REDUCERS), value=reducer, description="reducer", style=dict(button_width="64px"))
         self.refit_button = W.Button(description="refit map", icon="refresh", tooltip="fit the embedding map again on the current features",
