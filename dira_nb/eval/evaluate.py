@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from PIL import Image
 from .features import load_encoder, extract_features, linear_probe, knn_classify, label_kind
 from .finetune import build_classifier, finetune_classifier, stratified_subset
 from .segmentation import build_segmentation_unet, finetune_segmentation, predict_masks
@@ -128,19 +127,6 @@ def _read_csv(path: Path) -> tuple[list, list]:
     rd.fieldnames = cols
     return cols, list(rd)
 
-def _read_rgb(path: Path) -> np.ndarray:
-    "An image file as float32 H×W×3 in [0, 1] (grey files and DICOMs are repeated over 3 channels)."
-    from dira_nb.data.io import read_image, DICOM_EXTS, ImageReadError
-    if path.suffix.lower() not in DICOM_EXTS:
-        try:
-            with Image.open(path) as im:
-                if im.mode not in ("L", "I", "I;16", "F", "1", "LA"):
-                    a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
-                    return a
-        except (OSError, ValueError) as e: raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
-    g = read_image(path)
-    return np.repeat(g[..., None], 3, 2)
-
 def _to_tensor(a: np.ndarray, size: int, chans: int) -> torch.Tensor:
     "H×W or H×W×3 float array → C×size×size tensor (bilinear, antialiased, clamped to [0, 1])."
     x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -155,7 +141,7 @@ def _load_images(paths: list, size: int, chans: int) -> tuple[torch.Tensor, list
     from dira_nb.data.io import read_image
     xs, shapes = [], []
     for p in paths:
-        a = _read_rgb(p) if chans == 3 else read_image(p)
+        a = np.moveaxis(read_image(p, channels=3), 0, -1) if chans == 3 else read_image(p)   # H×W×3 (grey repeated) or H×W
         shapes.append(tuple(int(v) for v in a.shape[:2]))
         xs.append(_to_tensor(a, size, chans))
     return torch.stack(xs), shapes
