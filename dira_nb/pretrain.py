@@ -259,7 +259,7 @@ def _channels_wanted(cfg: "PretrainConfig") -> int | None:
     colour = all(getattr(METHODS[name][0], "colour", False) for _, name, _, _, _ in cfg.stages())
     if cfg.in_chans == 3 and not colour:
         raise ValueError(f"invalid pretraining setting in_chans=3: method {cfg.method!r} trains on grey images only "
-                         "(colour: the DiRA family — dira, di, dir, dira_barlow, dira_simsiam); use in_chans=1 or --gray")
+                         "(its class sets `colour = False`); use in_chans=1 or --gray")
     if cfg.in_chans is None and not colour: return 1
     return cfg.in_chans
 

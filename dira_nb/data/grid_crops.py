@@ -237,7 +237,10 @@ class ACEGridViews:
                  distort: bool = False, # also return a distorted fine crop `x1` and its clean `target` (restoration)
                  distortion: DiRADistortion | None = None, # the distortion sampler (default `DiRADistortion()`)
                  with_targets: bool = True, # include the dense `target_dec` / `target_comp` matrices
+                 channels: int = 1, # image channels: 1 (grey) or 3 (RGB); must match the method's `in_chans`
                 ):
+        if channels not in (1, 3): raise ValueError(f"ACEGridViews: channels must be 1 or 3, got {channels}")
+        self.channels = channels
         self.layout, self.canvas_scale, self.p_jitter, self.p_blur = layout, tuple(canvas_scale), p_jitter, p_blur
         self.distort, self.with_targets = distort, with_targets
         self.distortion = DiRADistortion() if distortion is None else distortion
@@ -260,7 +263,7 @@ class ACEGridViews:
                 ) -> dict:
         "dict(coarse, fine: 1×S×S, mask_coarse, mask_fine: n×n bool, offsets: 4, target_dec, target_comp[, x1, target, kind1])."
         if isinstance(img, torch.Tensor) and img.ndim == 2: img = img[None]
-        _check_img(img, "ACEGridViews", channels=1)
+        _check_img(img, "ACEGridViews", channels=getattr(self, "channels", 1))
         canvas = self.canvas(img, generator)
         crop = sample_grid_crop(self.layout, generator)
         coarse, fine = crop.crops(canvas)

@@ -91,8 +91,11 @@ class LDViews:
                  view2_mirror: bool = False, # random extra left-right mirror of view 2, p = ½ (ours, not in the code; undone on features)
                  restorative: bool = False, # add `x_res` (DiRA-distorted view 1) and `target` (its clean version)
                  distortion: DiRADistortion | None = None, # distortion sampler for `x_res` (default `DiRADistortion()`)
+                 channels: int = 1, # image channels: 1 (grey) or 3 (RGB); must match the method's `in_chans`
                 ):
         if int(size) < 2: raise ValueError(f"LDViews: size must be an int ≥ 2, got {size}")
+        if channels not in (1, 3): raise ValueError(f"LDViews: channels must be 1 or 3, got {channels}")
+        self.channels = channels
         self.size, self.scale, self.max_rotation, self.view_rotation = int(size), tuple(scale), max_rotation, view_rotation
         self.brightness, self.contrast, self.shared_flips = brightness, contrast, shared_flips
         self.view2_flip, self.view2_rot90, self.view2_mirror = view2_flip, view2_rot90, view2_mirror
@@ -111,7 +114,7 @@ class LDViews:
         "dict(x1, x2: 1×S×S views, flip2 (180° turn), mirror2: bool tensors, rot2: int tensor [, x_res, target, kind])."
         g = generator
         if isinstance(img, torch.Tensor) and img.ndim == 2: img = img[None]
-        _check_img(img, "LDViews", channels=1)
+        _check_img(img, "LDViews", channels=self.channels)
         x = img
         if self.shared_flips and _rand(g) < 0.5: x = x.flip(-1)
         if self.shared_flips and _rand(g) < 0.5: x = x.flip(-2)

@@ -104,6 +104,7 @@ def _masked_mean(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class ACE(Restorative, Method):
     "ACE: global (overlap DINO) and local (composition/decomposition matrix matching) consistency; DiRA ingredients optional."
     name = "ace"
+    colour = True                         # RGB crops and a 3-channel restoration target with `in_chans=3`
     config_class = ACEConfig
     fresh_prefixes = ("discriminator.",)
     batch_keys = ("coarse", "fine", "mask_coarse", "mask_fine")   # + `x1` (distorted fine crop), `target` when restorative;
@@ -134,7 +135,8 @@ class ACE(Restorative, Method):
                   **options) -> ACEGridViews:
         "ACE's grid-crop views for one image; extra options (e.g. `faithful_flip_quirk`, irrelevant: ACE never flips) are ignored."
         layout = GridLayout.for_encoder(image_size, self.stride, self.config.margin)
-        return ACEGridViews(layout, canvas_scale=self.config.canvas_scale, distort=self.config.restorative)
+        return ACEGridViews(layout, canvas_scale=self.config.canvas_scale, distort=self.config.restorative,
+                            channels=self.config.in_chans)
 
     # ----- forward --------------------------------------------------------------------------------------------
     def _student(self, x: torch.Tensor, restore: bool = False) -> tuple:

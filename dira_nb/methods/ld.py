@@ -99,6 +99,7 @@ class HalvingAdam(torch.optim.Adam):
 class LD(Restorative, Method):
     "Local Discrimination: dense pixel embeddings trained by PD + mixup (+ RD + entropy), optional DiRA ingredients."
     name = "ld"
+    colour = True                         # RGB views and a 3-channel restoration target with `in_chans=3`
     config_class = LDConfig
     fresh_prefixes = ("discriminator.", "net.cluster_head.")
     batch_keys = ("x1", "x2", "flip2", "rot2")      # + `x_res`, `target` when restorative; `mirror2` optional
@@ -183,7 +184,8 @@ def _views(self: LD, image_size: int, # training crop size
            faithful_flip_quirk: bool = False, # accepted for `pretrain`; a DiRA-only quirk, no effect on LD
            **options) -> LDViews:
     "LD's aligned two-view sample builder (`data.ld_views.LDViews`); `options` are `LDViews` settings."
-    return LDViews(image_size, restorative=self.config.restorative, **{"view2_mirror": self.config.view2_mirror, **options})
+    return LDViews(image_size, restorative=self.config.restorative,
+                   **{"view2_mirror": self.config.view2_mirror, "channels": self.config.in_chans, **options})
 
 def _warmup_stage(cls, config: LDConfig) -> dict | None:
     "Stage 1: PD + mixup without clustering head (and without discriminator); None when there is nothing to add later."

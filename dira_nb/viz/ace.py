@@ -20,12 +20,12 @@ __all__ = ['crop_pair_tokens', 'correspondence_similarities', 'correspondence_st
 # %% ../../nbs/67_viz.ace.ipynb #c005
 @torch.no_grad()
 def crop_pair_tokens(method, # a trained `ACE` method (anything with `token_grid`, `layout`, `stride`, `config.image_size`)
-                     images: torch.Tensor, # `B × 1 × H × W` images in [0, 1]
+                     images: torch.Tensor, # `B × C × H × W` images in [0, 1] (C = the method's `in_chans`)
                      seed: int = 0, # seed of the crop draws
                     ) -> dict:
     "Token grids of one augmentation-free grid-crop pair per image, with their masks and composition targets."
-    if images.ndim != 4 or images.shape[1] != 1: raise ValueError(f"crop_pair_tokens: expected images B×1×H×W, got {tuple(images.shape)}")
-    views = ACEGridViews(method.layout, canvas_scale=(1.0, 1.0), p_jitter=0.0, p_blur=0.0, with_targets=True)
+    if images.ndim != 4 or images.shape[1] not in (1, 3): raise ValueError(f"crop_pair_tokens: expected images B×1×H×W or B×3×H×W, got {tuple(images.shape)}")
+    views = ACEGridViews(method.layout, canvas_scale=(1.0, 1.0), p_jitter=0.0, p_blur=0.0, with_targets=True, channels=images.shape[1])
     g = torch.Generator().manual_seed(seed)
     samples = [views(im.float().cpu(), g) for im in images]
     batch = {k: torch.stack([s[k] for s in samples]) for k in ("coarse", "fine", "mask_coarse", "mask_fine", "target_comp")}

@@ -11,6 +11,7 @@ import torch
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from ..eval.landmarks import dense_features, window_descriptors, similarity_maps
+from .recon import display_grey
 
 # %% auto #0
 __all__ = ['cluster_colors', 'cluster_overlay', 'cluster_map_figure', 'landmark_similarity_figure', 'cluster_panel',
@@ -50,7 +51,7 @@ def cluster_map_figure(images: torch.Tensor, # B×1×H×W images in [0, 1]
     n = images.shape[0]
     fig = make_subplots(rows=1, cols=n, horizontal_spacing=0.01)
     for i in range(n):
-        rgb = cluster_overlay(images[i, 0].cpu().numpy(), lab[i].cpu().numpy(), k, alpha)
+        rgb = cluster_overlay(display_grey(images[i:i + 1])[0], lab[i].cpu().numpy(), k, alpha)    # RGB images: their luma
         fig.add_trace(go.Image(z=rgb, customdata=np.stack([lab[i].cpu().numpy(), p[i].cpu().numpy()], -1),
                                hovertemplate="cluster %{customdata[0]} (p=%{customdata[1]:.2f})<extra></extra>"), 1, i + 1)
     fig.update_xaxes(visible=False); fig.update_yaxes(visible=False)
@@ -69,7 +70,7 @@ def landmark_similarity_figure(images: torch.Tensor, # B×1×H×W; image 0 is th
     if sims.shape[0] != n - 1: raise ValueError(f"landmark_similarity_figure: {n - 1} queries but {sims.shape[0]} maps")
     fig = make_subplots(rows=1, cols=n, horizontal_spacing=0.01,
                         subplot_titles=["template"] + [f"query {i}" for i in range(1, n)])
-    fig.add_trace(go.Heatmap(z=images[0, 0].cpu().numpy(), colorscale="gray", showscale=False, hoverinfo="skip"), 1, 1)
+    fig.add_trace(go.Heatmap(z=display_grey(images[:1])[0], colorscale="gray", showscale=False, hoverinfo="skip"), 1, 1)
     fig.add_trace(go.Scatter(x=[point[0]], y=[point[1]], mode="markers", marker=dict(color="red", size=9, symbol="x"),
                              showlegend=False), 1, 1)
     for i in range(n - 1):
