@@ -18,11 +18,9 @@ NOTEBOOK = REPO / "nbs" / "90_tutorial.dira_in_20_minutes.ipynb"
 
 
 def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"): return line.split(":", 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or platform.machine()
+    "The CPU's model name (as the quality benchmark records it)."
+    from dira_nb.eval.benchmark import hardware_info
+    return hardware_info()["cpu"] or platform.machine()
 
 
 def seconds(cell) -> float:
@@ -73,7 +71,7 @@ def main(argv=None):
         panel_updates=dash["panel_updates"], steps=dash["steps"],
         di_and_compare_s=round(by_id.get("c022d", 0.0), 1),
         slowest_cells=sorted(((round(s, 1), i) for i, s in by_id.items()), reverse=True)[:6],
-        hardware=dict(cpu=cpu_model(), threads=torch.get_num_threads(), cores=os.cpu_count()),
+        hardware=dict(cpu=cpu_model(), threads=torch.get_num_threads(), cores=os.cpu_count(), load_avg_end=list(os.getloadavg())),
         versions=dict(python=platform.python_version(), torch=torch.__version__),
         command="python bench/tutorial_time.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         date=time.strftime("%Y-%m-%d %H:%M"))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from .core import limit_threads
 from .checkpoint import atomic_write_text
+from .callback.progress import join_stages
 from .report import load_run, probe_set, restoration_views, attribution_image, _Page, _table, _CSS
 from .viz.recon import recon_rows, recon_grid
 from .viz.realism import patch_realism, realism_summary, patch_realism_image
@@ -31,16 +32,8 @@ def run_label(run: dict, # a run from `report.load_run`
 
 def joined_history(run: dict, # a run from `report.load_run`
                   ) -> list[dict]:
-    "All stages' per-epoch rows in order, with `step` counting training steps across stages (each stage's `train_iter` restarts)."
-    rows, offset = [], 0
-    for stage, hist in run["histories"].items():
-        last = 0
-        for r in hist:
-            it = r.get("train_iter")
-            last = int(it) if isinstance(it, (int, float)) else last + 1
-            rows.append({**r, "stage": stage, "step": offset + last})
-        offset += last
-    return rows
+    "All stages' per-epoch rows in order, with `step` counting training steps across stages (`callback.progress.join_stages`)."
+    return join_stages(run["histories"])
 
 def comparison_rows(runs: list[dict], # runs from `report.load_run`
                    ) -> list[list]:

@@ -6,7 +6,7 @@ Docs: https://dira-nb.github.io/dira_nb/report.html.md"""
 
 # %% ../nbs/65_report.ipynb #c003
 from __future__ import annotations
-import base64, csv, html, io, json, time
+import base64, html, io, json, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from PIL import Image
 from .core import seed_everything, limit_threads
 from .methods.core import method_panels
 from .checkpoint import atomic_write_bytes, atomic_write_text
+from .callback.progress import stage_logs
 from .viz.recon import recon_rows, recon_grid, rgb_tile
 from .viz.realism import (patch_realism, realism_summary, realism_history_figure, patch_realism_image,
                                  loss_curves_figure, curves_image)
@@ -27,13 +28,6 @@ from .viz.attribution import overlay_rgb
 __all__ = ['load_run', 'probe_set', 'png_data_uri', 'restoration_views', 'attribution_image', 'write_report']
 
 # %% ../nbs/65_report.ipynb #c006
-def _read_history(path: Path) -> list[dict]:
-    "Rows of a `history.csv` with numbers parsed."
-    def num(v):
-        try: return float(v)
-        except (TypeError, ValueError): return v
-    with open(path, newline="") as f: return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
 def load_run(run_dir: str | Path, # a folder written by `dira_nb.pretrain.pretrain`
              load_method: bool = True, # also rebuild the final method from `final.pt`
             ) -> dict:
@@ -50,10 +44,7 @@ def load_run(run_dir: str | Path, # a folder written by `dira_nb.pretrain.pretra
         known = json.loads((run / "dira_nb_run.json").read_text()).get("data_abs")
         if known and Path(known).exists(): config["data"] = known
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    order = [s["stage"] for s in summary.get("stages", [])]
-    stages = order + sorted(p.parent.name for p in run.glob("*/history.csv") if p.parent.name not in order)
-    histories = {s: _read_history(run / s / "history.csv") for s in stages if (run / s / "history.csv").exists()}
-    steps = {s: _read_history(run / s / "steps.csv") for s in stages if (run / s / "steps.csv").exists()}
+    histories, steps = stage_logs(run), stage_logs(run, "steps.csv")
     out = dict(run_dir=run, config=config, summary=summary, histories=histories, steps=steps, method=None)
     if load_method:
         if not final.exists(): raise FileNotFoundError(f"{final} is missing: the run did not finish")

@@ -13,7 +13,8 @@ from .core import Callback
 from ..checkpoint import atomic_write, save_checkpoint
 
 # %% auto #0
-__all__ = ['ProgressBar', 'CSVLogger', 'StepLogger', 'SaveCheckpoint', 'ResumeCheckpoint', 'ProgressLog']
+__all__ = ['ProgressBar', 'CSVLogger', 'StepLogger', 'read_history', 'stage_logs', 'join_stages', 'SaveCheckpoint',
+           'ResumeCheckpoint', 'ProgressLog']
 
 # %% ../../nbs/33_callback.progress.ipynb #c008
 def _fmt(v) -> str: return f"{float(v.detach() if hasattr(v, 'detach') else v):.4f}"
@@ -128,6 +129,39 @@ class StepLogger(Callback):
     def read(self) -> list[dict]:
         "The logged rows, as dicts of strings."
         with self.path.open(newline='', encoding='utf-8') as f: return list(csv.DictReader(f))
+
+# %% ../../nbs/33_callback.progress.ipynb #c014f
+def read_history(path: str | Path, # a `history.csv` or `steps.csv` written by `CSVLogger` / `StepLogger`
+                ) -> list[dict]:
+    "Rows of a CSV log with numbers parsed (empty cells stay '')."
+    def num(v):
+        try: return float(v)
+        except (TypeError, ValueError): return v
+    with open(path, newline="") as f: return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+def stage_logs(run_dir: str | Path, # a run folder written by `pretrain`
+               name: str = "history.csv", # the log file of each stage: 'history.csv' or 'steps.csv'
+              ) -> dict:
+    "{stage: rows} of the run's `<stage>/<name>` files, in training order (`summary.json`'s stages first, then the others by name)."
+    import json
+    run = Path(run_dir)
+    summary = run / "summary.json"
+    order = [s["stage"] for s in json.loads(summary.read_text()).get("stages", [])] if summary.is_file() else []
+    stages = order + sorted(p.parent.name for p in run.glob("*/history.csv") if p.parent.name not in order)
+    return {s: read_history(run / s / name) for s in stages if (run / s / name).exists()}
+
+def join_stages(histories: dict, # {stage: epoch rows}, e.g. from `stage_logs`
+               ) -> list[dict]:
+    "All stages' rows in training order, each with its `stage` and `step`: training steps counted across stages (each stage's `train_iter` restarts)."
+    rows, offset = [], 0
+    for stage, hist in histories.items():
+        last = 0
+        for r in hist:
+            it = r.get("train_iter")
+            last = int(it) if isinstance(it, (int, float)) else last + 1
+            rows.append({**r, "stage": stage, "step": offset + last})
+        offset += last
+    return rows
 
 # %% ../../nbs/33_callback.progress.ipynb #c016
 class SaveCheckpoint(Callback):

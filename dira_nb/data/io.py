@@ -335,9 +335,9 @@ class ImageDataset(Dataset):
         if isinstance(items, (np.ndarray, torch.Tensor)):
             a = items.numpy() if isinstance(items, torch.Tensor) else items
             if a.ndim == 4 and a.shape[1] == 1: a = a[:, 0]
-            if a.ndim == 4 and a.shape[1] == 3 and in_chans == 1:
-                a = _to_gray(np.moveaxis(a, 1, -1).astype(np.float64)).astype(a.dtype if a.dtype.kind == 'f' else np.float32)
-                if items.dtype == np.uint8: a = a / 255
+            if a.ndim == 4 and a.shape[1] == 3 and in_chans == 1:           # RGB array, grey wanted: luma, same dtype and scale
+                g = _to_gray(np.moveaxis(a, 1, -1).astype(np.float64))
+                a = np.round(g).astype(a.dtype) if a.dtype.kind in 'ui' else g.astype(a.dtype)
             if a.ndim != 3 and not (a.ndim == 4 and a.shape[1] == 3):
                 raise ValueError(f"array items must be N×H×W, N×1×H×W or N×3×H×W, got shape {a.shape}")
             self.array, self.items = a, None

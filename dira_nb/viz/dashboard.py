@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import ipywidgets as W
 from fastcore.basics import patch
 from ..callback.core import Callback
+from ..callback.progress import join_stages, stage_logs
 from ..eval.attribution import ATTRIBUTION_METHODS, CAM_METHODS   # the methods the attribution menu offers
 from .recon import recon_rows, recon_figure, display_grey
 from .panels import (PLOTLY_MIME, Panel, RefreshHistory, figure_bundle, probe_lesions, probe_set, quiet_eval,
@@ -23,7 +24,7 @@ from .panels import (PLOTLY_MIME, Panel, RefreshHistory, figure_bundle, probe_le
 
 # %% auto #0
 __all__ = ['FAST_PANELS', 'SLOW_PANELS', 'REDUCERS', 'COMPARE_MODES', 'EXPLAIN_TARGETS', 'PANEL_ORDER', 'Dashboard',
-           'DashboardCallback', 'run_checkpoint', 'stage_history', 'overlay_losses_figure', 'DashboardComparison']
+           'DashboardCallback', 'run_checkpoint', 'overlay_losses_figure', 'DashboardComparison']
 
 # %% ../../nbs/64_viz.dashboard.ipynb #c022
 FAST_PANELS = ("losses", "realism", "recon")
@@ -802,25 +803,9 @@ def run_checkpoint(run, # a run folder written by `pretrain` (its `final.pt`) or
     if not p.is_file(): raise FileNotFoundError(f"{p} does not exist")
     return p
 
-def stage_history(run: str | Path, # a run folder written by `pretrain`
-                 ) -> list:
-    "Every stage's epoch rows (`<stage>/history.csv`, in training order) as numbers, with `train_iter` counted across stages."
-    import csv
-    run = Path(run)
-    order = [s["stage"] for s in json.loads((run / "summary.json").read_text()).get("stages", [])] if (run / "summary.json").is_file() else []
-    stages = order + sorted(p.parent.name for p in run.glob("*/history.csv") if p.parent.name not in order)
-    rows, offset = [], 0
-    def num(v):
-        try: return float(v)
-        except (TypeError, ValueError): return v
-    for s in stages:
-        f = run / s / "history.csv"
-        if not f.is_file(): continue
-        with open(f, newline="", encoding="utf-8") as fh: got = [{k: num(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(fh)]
-        for r in got: r["train_iter"] = r.get("train_iter", 0) + offset; r["stage"] = s
-        if got: offset = got[-1]["train_iter"]
-        rows += got
-    return rows
+def _run_rows(run: str | Path) -> list:
+    "A run folder's epoch rows of every stage on one step axis (`train_iter` counted across stages), empty cells dropped."
+    return [{**{k: v for k, v in r.items() if v != ""}, "train_iter": r["step"]} for r in join_stages(stage_logs(run))]
 
 def overlay_losses_figure(runs: dict, # {name: per-step loss rows (`Dashboard.batch_losses`)}
                           smooth: float = 0.0, # EMA smoothing
@@ -867,7 +852,7 @@ class DashboardComparison:
         self.names, self.paths = names, paths
         self.dashboards = [Dashboard.from_checkpoint(p, data=data, title=n, **kwargs) for p, n in zip(paths, names)]
         for d, r in zip(self.dashboards, runs):                           # a run folder: the losses of every stage
-            if Path(r).is_dir() and (rows := stage_history(r)):
+            if Path(r).is_dir() and (rows := _run_rows(r)):
                 d.batch_losses, d.valid_losses = _history_as_steps(rows), _valid_rows(rows)
         bad = [k for k in panels if k not in self.dashboards[0].panels]
         if bad: raise KeyError(f"Dashboard.compare: unknown panel(s) {bad}; panels: {list(self.dashboards[0].panels)}")
