@@ -7,7 +7,7 @@ Docs: https://dira-nb.github.io/dira_nb/pretrain.html.md"""
 # %% ../nbs/68_pretrain.ipynb #c003
 from __future__ import annotations
 import csv, functools, json, math, os, re, shutil, signal, socket, sys, tempfile, threading, time, warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
@@ -315,6 +315,7 @@ def _config_for_resume(ck_meta: dict, config, kwargs: dict, path: Path) -> "Pret
     base = PretrainConfig.from_dict({k: v for k, v in stored.items() if k in {f.name for f in fields(PretrainConfig)}})
     want = asdict(config) if config is not None else {**asdict(base), **kwargs}
     if config is not None: want.update(kwargs)
+    if want.get("in_chans") is None: want["in_chans"] = base.in_chans          # "from the images": what the run found
     norm = lambda v: list(v) if isinstance(v, tuple) else v
     diff = {k: (getattr(base, k), want[k]) for k in want if k not in RESUME_MUTABLE and norm(want[k]) != norm(getattr(base, k))}
     if diff:
@@ -478,7 +479,7 @@ def _run_stages(cfg: "PretrainConfig", ck: dict | None, out: Path, dist_info, cb
     wanted = _channels_wanted(cfg)
     train, valid = open_pretraining_data(cfg.data, cfg.load_size, cfg.valid_pct, cfg.seed, cfg.max_images,
                                          min_size=cfg.image_size, skip_bad=cfg.skip_bad, in_chans=wanted)
-    cfg.in_chans = _base_dataset(train).in_chans           # resolved: written to config.yaml, used by resume
+    cfg = replace(cfg, in_chans=_base_dataset(train).in_chans)   # resolved (the caller's config is left as it was): config.yaml, resume
     if wanted is None and cfg.in_chans == 3 and main and not quiet:
         print("dira_nb: colour images found: training in RGB (in_chans=3); --gray trains on one grey channel instead")
     if main: _write_yaml(asdict(cfg), out / "config.yaml")

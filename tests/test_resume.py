@@ -133,6 +133,16 @@ def test_resume_after_the_last_epoch_finishes_the_folder(unfinished, reference, 
     assert res["summary"]["status"] == "finished"
 
 
+def test_resume_with_the_callers_own_config_and_channels_from_the_images(reference, tmp_path):
+    "A config that leaves in_chans to the images (None) resumes a run that resolved it, and pretrain leaves the caller's config as it was."
+    out = tmp_path / "run"
+    cfg = PretrainConfig(out=str(out), checkpoint_every=1, **CFG)
+    with pytest.raises(Crash): pretrain(cfg, cbs=[crash_at(3)], quiet=True)
+    assert cfg.in_chans is None and yaml.safe_load((out / "config.yaml").read_text())["in_chans"] == 1
+    res = pretrain(cfg, resume=True, quiet=True)
+    assert same_params(reference["method"], res["method"]) == []
+
+
 def test_a_finished_run_holds_its_weights_once(reference):
     "Issue 17: no resume.pt, no per-stage copies, no optimiser state; the backbone and momentum copies share storage."
     run = reference["run_dir"]
