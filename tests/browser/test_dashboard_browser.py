@@ -102,9 +102,13 @@ def test_tutorial_dashboard_live_in_jupyterlab():
         assert by[("recon", 0)] == 0 and by[("recon", 1)] >= 1, by          # di has no decoder; dira restores
         assert all(by[(k, j)] >= 1 for k in ("attribution", "embedding") for j in (0, 1)), by
         assert comp["loss_plots"] >= 1, "no overlaid loss curves"
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.locator(".dira-comparison").scroll_into_view_if_needed()
-        page.locator(".dira-comparison").screenshot(path=str(ARTIFACTS / "comparison.png"))
+        ARTIFACTS.mkdir(exist_ok=True)                                      # a viewport tall enough for the whole widget
+        comparison = page.locator(".dira-comparison")
+        page.set_viewport_size({"width": 1400, "height": int(min(6000, max(1000, comparison.bounding_box()["height"] + 400)))})
+        time.sleep(1.0)
+        comparison.scroll_into_view_if_needed()
+        comparison.screenshot(path=str(ARTIFACTS / "comparison.png"))
+        page.set_viewport_size({"width": 1400, "height": 1000})
         # ---- the static copy (`snapshot`) is plain output, outside every widget -----------------------------------------
         static = page.evaluate("() => [...document.querySelectorAll('.js-plotly-plot')].filter(e => !e.closest('.dira-panel, .dira-comparison, .dira-dashboard')).length")
         assert static >= 5, f"expected the snapshot's plain plotly outputs, found {static}"
